@@ -1,0 +1,151 @@
+"""Data sets: points on the sphere or Gaussian, a label rule, and validated CSV files."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+class DataError(ValueError):
+    """A data set that cannot be used; the message names the field and the fix."""
+
+
+def sphere_points(n: int, d: int, generator: torch.Generator) -> torch.Tensor:
+    """n points uniform on the unit sphere S^{d-1}, one per row: (n, d), float64."""
+    X = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    return X / X.norm(dim=1, keepdim=True)
+
+
+def gaussian_points(n: int, d: int, generator: torch.Generator) -> torch.Tensor:
+    """n points x ~ N(0, I_d / d) (so E‖x‖² = 1, the sphere's scale): (n, d), float64."""
+    return torch.randn(n, d, generator=generator, dtype=torch.float64) / math.sqrt(d)
+
+
+INPUTS: dict[str, Callable[[int, int, torch.Generator], torch.Tensor]] = {
+    "sphere": sphere_points,
+    "gaussian": gaussian_points,
+}
+
+
+def _teacher(X: torch.Tensor, width: int, generator: torch.Generator) -> torch.Tensor:
+    # A random ReLU net of its own width: a non-linear target the student can fit
+    # only by moving its features, unlike a linear one.
+    n, d = X.shape
+    U = torch.randn(width, d, generator=generator, dtype=torch.float64) * math.sqrt(d)
+    a = torch.randint(0, 2, (width,), generator=generator, dtype=torch.float64) * 2 - 1
+    return torch.relu(X @ U.T) @ a / math.sqrt(width)
+
+
+def _linear(X: torch.Tensor, width: int, generator: torch.Generator) -> torch.Tensor:
+    beta = torch.randn(X.shape[1], generator=generator, dtype=torch.float64)
+    return X @ beta
+
+
+def _random(X: torch.Tensor, width: int, generator: torch.Generator) -> torch.Tensor:
+    # Labels independent of the inputs: pure memorisation.
+    return torch.randn(X.shape[0], generator=generator, dtype=torch.float64)
+
+
+TARGETS: dict[str, Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]] = {
+    "teacher": _teacher,
+    "linear": _linear,
+    "random": _random,
+}
+
+
+def make_synthetic(
+    kind: str,
+    n: int,
+    d: int,
+    *,
+    target: str = "teacher",
+    teacher_width: int = 8,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """X (n, d) and y (n,), float64; y is centred and scaled to unit variance, then
+    label noise N(0, noise²) is added."""
+    if kind not in INPUTS:
+        raise DataError(f"data={kind!r} is unknown; choose one of {sorted(INPUTS)} or csv")
+    if target not in TARGETS:
+        raise DataError(f"data.target={target!r} is unknown; choose one of {sorted(TARGETS)}")
+    g = torch.Generator().manual_seed(int(seed))
+    X = INPUTS[kind](n, d, g)
+    y = TARGETS[target](X, teacher_width, g)
+    y = y - y.mean()
+    scale = y.std() if n > 1 else y.abs().max()
+    if scale > 0:
+        y = y / scale
+    if noise > 0:
+        y = y + noise * torch.randn(n, generator=g, dtype=torch.float64)
+    return X, y
+
+
+def _parse_row(row: list[str], lineno: int, path: Path) -> list[float]:
+    values = []
+    for col, cell in enumerate(row, start=1):
+        try:
+            value = float(cell)
+        except ValueError:
+            raise DataError(
+                f"data.path={path}: line {lineno}, column {col} holds {cell.strip()!r}, "
+                "not a number (every cell after an optional header must be numeric)"
+            ) from None
+        if not math.isfinite(value):
+            raise DataError(
+                f"data.path={path}: line {lineno}, column {col} holds {cell.strip()!r}; "
+                "NaN and infinite values are not allowed (clean or drop that row)"
+            )
+        values.append(value)
+    return values
+
+
+def _is_header(row: list[str]) -> bool:
+    try:
+        [float(cell) for cell in row]
+    except ValueError:
+        return True
+    return False
+
+
+def load_csv(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read a CSV of numbers (optional header row; last column is y): X (n, d), y (n,), float64."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data.path={path}: no such file (give the path of a CSV file)")
+    if path.is_dir():
+        raise DataError(f"data.path={path}: is a directory, not a CSV file")
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = [
+                (i, r) for i, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)
+            ]
+    except UnicodeDecodeError:
+        raise DataError(f"data.path={path}: is not a UTF-8 text CSV file") from None
+    if not rows:
+        raise DataError(f"data.path={path}: the file is empty (need rows of features then y)")
+    if _is_header(rows[0][1]):
+        rows = rows[1:]
+        if not rows:
+            raise DataError(f"data.path={path}: holds a header row but no data rows")
+    width = len(rows[0][1])
+    if width < 2:
+        raise DataError(
+            f"data.path={path}: rows have a single column; need at least one feature "
+            "column and the target y as the last column"
+        )
+    data = []
+    for lineno, row in rows:
+        if len(row) != width:
+            raise DataError(
+                f"data.path={path}: line {lineno} has {len(row)} columns, expected {width} "
+                "(every row needs the same number of comma-separated values)"
+            )
+        data.append(_parse_row(row, lineno, path))
+    table = torch.tensor(data, dtype=torch.float64)
+    return table[:, :-1].contiguous(), table[:, -1].contiguous()

@@ -1,0 +1,90 @@
+"""One-hidden-layer nets h(x) = <v, σ(W x)> with the init and conventions of THEORY.md."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+# Each activation is its slope on the negative half-line: σ(z) = max(z, εz) with
+# ε = 1 for the linear net, so one closed form covers both (σ'(z) ∈ {1, ε}).
+ACTIVATIONS: dict[str, float | None] = {"linear": 1.0, "leaky_relu": None}
+
+
+class OneHiddenLayer(nn.Module):
+    """h(x; W) = Σ_k v_k σ(w_k·x), W is (m, d), v_k = ±1/√m fixed (Rademacher signs).
+
+    `negative_slope` is ε of the leaky ReLU (ignored, and 1, for `activation="linear"`).
+    The init draws W ~ N(0, I) and the signs from `generator` (or `seed`).
+    """
+
+    def __init__(
+        self,
+        d: int,
+        width: int,
+        activation: str = "leaky_relu",
+        negative_slope: float = 0.1,
+        *,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation={activation!r} is unknown; choose one of {sorted(ACTIVATIONS)}"
+            )
+        if d <= 0 or width <= 0:
+            raise ValueError(f"d and width must be positive, got d={d}, width={width}")
+        fixed = ACTIVATIONS[activation]
+        eps = float(negative_slope) if fixed is None else fixed
+        if fixed is None and not 0.0 <= eps < 1.0:
+            raise ValueError(f"negative_slope={negative_slope} must lie in [0, 1)")
+        self.activation = activation
+        self.negative_slope = eps
+        self.d, self.width = int(d), int(width)
+        if generator is None:
+            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        # Draw on the CPU from one generator so a seed gives the same net on every device.
+        W = torch.randn(width, d, generator=generator, dtype=torch.float64)
+        signs = torch.randint(0, 2, (width,), generator=generator, dtype=torch.int64) * 2 - 1
+        v = signs.to(torch.float64) / math.sqrt(width)
+        self.W = nn.Parameter(W.to(device=device, dtype=dtype))
+        self.register_buffer("v", v.to(device=device, dtype=dtype))
+
+    def sigma(self, Z: torch.Tensor) -> torch.Tensor:
+        """σ applied elementwise."""
+        if self.negative_slope == 1.0:
+            return Z
+        return torch.where(Z >= 0, Z, self.negative_slope * Z)
+
+    def sigma_prime(self, Z: torch.Tensor) -> torch.Tensor:
+        """σ'(z) = 1 for z ≥ 0, else ε (the lecture's 1_{z≥0} + ε 1_{z<0})."""
+        one = torch.ones((), dtype=Z.dtype, device=Z.device)
+        return torch.where(Z >= 0, one, one * self.negative_slope)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """X (n, d) → h (n,); also accepts a single sample (d,) → scalar."""
+        return self.sigma(X @ self.W.T) @ self.v
+
+    def extra_repr(self) -> str:
+        return (
+            f"d={self.d}, width={self.width}, activation={self.activation}, "
+            f"negative_slope={self.negative_slope}"
+        )
+
+
+def build_model(
+    name: str,
+    d: int,
+    width: int,
+    negative_slope: float = 0.1,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> OneHiddenLayer:
+    """The registry entry point used by the CLI: `name` is a key of ACTIVATIONS."""
+    return OneHiddenLayer(d, width, name, negative_slope, seed=seed, dtype=dtype, device=device)
