@@ -1,4 +1,4 @@
-"""Assembles a run from a validated config (data, model, optimiser, callbacks, logger), trains it."""
+"""Assembles a run from a validated config (data, model, optimiser, callbacks), trains it."""
 
 from __future__ import annotations
 
