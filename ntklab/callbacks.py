@@ -60,6 +60,7 @@ class NTKTracker(Callback):
         if self.K0 is None:
             self.K0 = K
         spec = dense_spectrum(K)
+        state.K, state.K0, state.spectrum = K, self.K0, spec
         metrics = {
             "ntk/lambda_min": spec.lambda_min,
             "ntk/lambda_max": spec.lambda_max,

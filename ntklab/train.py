@@ -52,6 +52,11 @@ class TrainState:
     metrics: dict[str, float] = field(default_factory=dict)
     stop: str | None = None  # set by a callback to end the run: "diverged", "interrupted", …
     message: str = ""
+    # Set by the NTK tracker on the epochs it computes a dense kernel, for other callbacks to
+    # reuse (never recompute K in a second callback): K_t (n, n), K_0, and K_t's spectrum.
+    K: torch.Tensor | None = None
+    K0: torch.Tensor | None = None
+    spectrum: object | None = None
     _grads: list[torch.Tensor] | None = None
 
     @property
@@ -79,6 +84,12 @@ class Callback:
     def on_epoch_end(self, state: TrainState) -> None: ...
 
     def on_train_end(self, state: TrainState) -> None: ...
+
+    def state_dict(self) -> dict[str, object]:
+        """Reference state a resumed run needs (e.g. W_0, K_0); tensors and plain values only."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, object]) -> None: ...
 
 
 @dataclass
@@ -124,6 +135,7 @@ def fit(
             break
         run_epoch(state, batches)
         state.epoch = epoch
+        state.K = state.spectrum = None
         state.evaluate()
         state.metrics = {"loss/train": state.loss, "optim/lr": state.lr}
         state.next_lr = state.schedule.step(state.loss)
