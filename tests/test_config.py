@@ -1,0 +1,86 @@
+"""Every config composes; bad values stop the real CLI with one clear message."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from ntklab.config import ConfigError, register_configs, validate
+
+from conftest import run_cli
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
+
+
+def group_options():
+    for group in GROUPS:
+        for path in sorted((CONF / group).glob("*.yaml")):
+            yield group, path.stem
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _schemas():
+    register_configs()
+
+
+def overrides_for(group, option):
+    extra = ["data.path=data.csv"] if (group, option) == ("data", "csv") else []
+    if group == "experiment":
+        return [f"+experiment={option}", *extra]
+    if group == "hydra":
+        return []
+    return [f"{group}={option}", *extra]
+
+
+@pytest.mark.parametrize("group, option", list(group_options()))
+def test_every_config_composes_and_validates(group, option):
+    with initialize_config_module(config_module="ntklab.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides_for(group, option))
+    OmegaConf.to_container(cfg, resolve=True)
+    validate(cfg)
+
+
+def test_default_config_is_the_documented_experiment():
+    with initialize_config_module(config_module="ntklab.conf", version_base="1.3"):
+        cfg = compose(config_name="config")
+    assert cfg.model.name == "leaky_relu" and cfg.data.name == "sphere"
+    assert cfg.optim.name == "gd" and cfg.optim.lr == "auto"
+    assert cfg.ntk.method == "structured" and cfg.ntk.every == 1
+    assert cfg.device == "auto" and cfg.dtype == "float32"
+
+
+def test_validate_names_the_key():
+    with initialize_config_module(config_module="ntklab.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["model.width=0"])
+    with pytest.raises(ConfigError, match=r"model.width=0: must be a positive integer"):
+        validate(cfg)
+
+
+BAD_INPUTS = [
+    (["model.width=0"], "model.width=0"),
+    (["model.width=-3"], "model.width=-3"),
+    (["optim.lr=0"], "optim.lr=0"),
+    (["optim.lr=-0.5"], "optim.lr=-0.5"),
+    (["optim.lr=fast"], "optim.lr='fast'"),
+    (["model=resnet"], "model/resnet"),
+    (["optim=adam"], "optim/adam"),
+    (["optim=sgd", "optim.batch_size=25"], "optim.batch_size=25: exceeds the number of samples"),
+    (["data=csv", "data.path=missing.csv"], "missing.csv: no such file"),
+    (["data=csv", "data.path=ragged.csv"], "line 3 has 2 columns, expected 3"),
+    (["data=csv", "data.path=text.csv"], "column 2 holds 'x'"),
+    (["data=csv", "data.path=nan.csv"], "NaN and infinite values are not allowed"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_INPUTS)
+def test_bad_input_gives_one_clear_message(tmp_path, small_run_args, overrides, message):
+    (tmp_path / "ragged.csv").write_text("1,2,3\n4,5,6\n7,8\n")
+    (tmp_path / "text.csv").write_text("1,2,3\n4,x,6\n")
+    (tmp_path / "nan.csv").write_text("1,2,3\n1,inf,3\n")
+    proc = run_cli(*small_run_args, *overrides, "hydra.run.dir=out", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()

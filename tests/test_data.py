@@ -1,0 +1,69 @@
+"""Synthetic data sets and CSV loading."""
+
+import pytest
+import torch
+
+from ntklab.data import DataError, load_csv, make_synthetic
+
+
+@pytest.mark.parametrize("kind", ["sphere", "gaussian"])
+@pytest.mark.parametrize("target", ["teacher", "linear", "random"])
+def test_synthetic_shapes_and_scale(kind, target):
+    X, y = make_synthetic(kind, 50, 6, target=target, seed=1)
+    assert X.shape == (50, 6) and y.shape == (50,) and X.dtype == torch.float64
+    assert float(y.mean()) == pytest.approx(0, abs=1e-12)
+    assert float(y.std()) == pytest.approx(1, rel=1e-12)
+    if kind == "sphere":
+        assert torch.allclose(X.norm(dim=1), torch.ones(50, dtype=torch.float64))
+    X2, y2 = make_synthetic(kind, 50, 6, target=target, seed=1)
+    assert torch.equal(X, X2) and torch.equal(y, y2)
+
+
+def test_teacher_target_is_not_linear():
+    X, y = make_synthetic("sphere", 200, 5, target="teacher", seed=0)
+    A = torch.cat([X, torch.ones(200, 1, dtype=X.dtype)], dim=1)
+    residual = y - A @ torch.linalg.lstsq(A, y).solution
+    assert float(residual.norm() / y.norm()) > 0.1  # a linear fit leaves a real residual
+
+
+def test_label_noise_is_added():
+    _, clean = make_synthetic("sphere", 100, 4, seed=2)
+    _, noisy = make_synthetic("sphere", 100, 4, noise=0.5, seed=2)
+    assert 0.3 < float((noisy - clean).std()) < 0.7
+
+
+def test_csv_with_and_without_header(tmp_path):
+    body = "1,2,3\n4,5,6.5\n-1e-3,0,7\n"
+    (tmp_path / "a.csv").write_text("x1,x2,y\n" + body)
+    (tmp_path / "b.csv").write_text(body)
+    for name in ("a.csv", "b.csv"):
+        X, y = load_csv(tmp_path / name)
+        assert X.tolist() == [[1, 2], [4, 5], [-1e-3, 0]]
+        assert y.tolist() == [3, 6.5, 7]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("1,2,3\n4,5\n", "line 2 has 2 columns, expected 3"),
+        ("1,2,3\n4,abc,6\n", "line 2, column 2 holds 'abc'"),
+        ("1,2,3\n4,nan,6\n", "NaN and infinite values are not allowed"),
+        ("1,2,inf\n", "NaN and infinite values are not allowed"),
+        ("", "the file is empty"),
+        ("a,b,y\n", "holds a header row but no data rows"),
+        ("1\n2\n", "single column"),
+    ],
+)
+def test_bad_csv_names_the_problem(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message) as info:
+        load_csv(path)
+    assert "data.path=" in str(info.value)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        load_csv(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="is a directory"):
+        load_csv(tmp_path)
