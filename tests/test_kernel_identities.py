@@ -109,3 +109,32 @@ def test_gradient_is_two_over_n_J_r_and_pl_identity():
     assert float(g.pow(2).sum()) == pytest.approx(float(4 / 81 * r @ K @ r), rel=1e-12)
     lam_min = float(torch.linalg.eigvalsh(K)[0])
     assert float(g.pow(2).sum()) / float(loss) >= 4 * lam_min / 9 * (1 - 1e-12)
+
+
+def test_jacobian_method_works_for_any_module():
+    """A two-layer tanh MLP with biases: vmap(jacrev) + contraction equals autograd's J Jᵀ."""
+    torch.manual_seed(3)
+
+    class MLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(4, 9), torch.nn.Tanh(), torch.nn.Linear(9, 1)
+            )
+
+        def forward(self, X):
+            return self.net(X).squeeze(-1)
+
+    model = MLP().double()
+    X = torch.randn(7, 4, dtype=F64)
+    params = dict(model.named_parameters())
+    jac = torch.autograd.functional.jacobian(
+        lambda *ps: torch.func.functional_call(model, dict(zip(params, ps, strict=True)), (X,)),
+        tuple(p.detach() for p in params.values()),
+    )
+    J = torch.cat([j.reshape(7, -1) for j in jac], dim=1)  # (n, p)
+    assert rel_err(empirical_ntk(model, X, method="jacobian"), J @ J.T) < 1e-12
+    u = torch.randn(7, dtype=F64)
+    assert rel_err(ntk_vector_product(model, X, u), J @ (J.T @ u)) < 1e-12
+    with pytest.raises(TypeError, match="use ntk.method=jacobian"):
+        empirical_ntk(model, X, method="structured")
