@@ -125,7 +125,7 @@ def test_velocity_divides_by_the_epochs_between_tracked_kernels(tmp_path) -> Non
     X, _, _, rec = _train(tmp_path, every=3, epochs=7)
     tracked = [r["step"] for r in rec.rows if "ntk/kernel_distance" in r]
     assert tracked == [0, 3, 6, 7]
-    for a, b in zip(tracked, tracked[1:]):
+    for a, b in zip(tracked, tracked[1:], strict=False):
         d = kernel_distance(_kernel(X, rec.W[b]), _kernel(X, rec.W[a]))
         assert rec.rows[b]["ntk/velocity"] == pytest.approx(d / (b - a), rel=1e-9, abs=1e-15)
     # the bound needs K_{t−1}: only after tracked epochs

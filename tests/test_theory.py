@@ -115,7 +115,7 @@ def test_gd_on_least_squares_respects_the_corrected_bound(fraction: float) -> No
     lr = fraction * theory_lr(hi, n)  # fraction of 1/β; 2/β is the stability limit
     L = _gd_losses(X, y, lr, 300)
     bound = rate_bound(lo, hi, n, lr)
-    for a, b in zip(L, L[1:]):
+    for a, b in zip(L, L[1:], strict=False):
         if a < 1e-25:
             break
         assert b / a <= bound * (1 + 1e-9)
@@ -126,7 +126,7 @@ def test_the_slides_constant_fails_on_least_squares() -> None:
     n, kappa = X.shape[0], hi / lo
     L = _gd_losses(X, y, theory_lr(hi, n), 4000)
     # the slowest mode's rate (1 − 1/κ)², read once it dominates and before round-off
-    tail = [b / a for a, b in zip(L, L[1:]) if 1e-24 < b < 1e-12]
+    tail = [b / a for a, b in zip(L, L[1:], strict=False) if 1e-24 < b < 1e-12]
     assert tail, "no clean tail"
     assert tail[-1] == pytest.approx((1 - 1 / kappa) ** 2, rel=1e-6)
     assert tail[-1] > rate_slide(lo, hi)
