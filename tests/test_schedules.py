@@ -8,7 +8,9 @@ import sys
 
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 
+from ntklab.config import ConfigError, register_configs, validate
 from ntklab.optim import (
     SCHEDULES,
     ConstantLR,
@@ -17,6 +19,8 @@ from ntklab.optim import (
     reshuffled,
     with_replacement,
 )
+
+register_configs()
 
 
 def test_constant_keeps_the_step() -> None:
@@ -120,7 +124,14 @@ def test_cli_logs_the_scheduled_steps(tmp_path) -> None:
         ("optim.decay_epochs=-1", "optim.decay_epochs"),
     ],
 )
-def test_cli_names_a_bad_schedule_value(tmp_path, override: str, key: str) -> None:
-    proc = _cli(tmp_path, override, "epochs=1")
+def test_validation_names_a_bad_schedule_value(override: str, key: str) -> None:
+    with initialize_config_module(config_module="ntklab.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[override])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+def test_cli_refuses_a_bad_schedule_without_traceback(tmp_path) -> None:
+    proc = _cli(tmp_path, "optim.factor=10", "epochs=1")
     assert proc.returncode == 2
-    assert key in proc.stderr and "Traceback" not in proc.stderr
+    assert "optim.factor" in proc.stderr and "Traceback" not in proc.stderr
