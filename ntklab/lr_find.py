@@ -84,10 +84,10 @@ def format_report(found: dict[str, Any]) -> str:
         )
     limit = found["lr_limit_theory"]
     if found["lr_stable"] is None:
-        lines.append(f"no stable step in the grid; lower lr_find.lr_min (theory limit {limit:.4g})")
+        lines.append(f"no stable step in the grid; lower lr_find.lr_min (GD's limit {limit:.4g})")
     else:
         lines.append(
-            f"largest stable step {found['lr_stable']:.4g} = {found['ratio']:.3g} × the theory "
+            f"largest stable step {found['lr_stable']:.4g} = {found['ratio']:.3g} × GD's theory "
             f"limit n/λ_max(K_0) = {limit:.4g}"
         )
         if found["lr_stable"] == found["trials"][-1]["lr"]:
