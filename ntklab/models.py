@@ -89,7 +89,7 @@ class OneHiddenLayer(nn.Module):
             self.register_buffer("W0", self.W.detach().clone())
             self.register_buffer("v0", self.v.detach().clone())
 
-    def __getattr__(self, name: str) -> torch.Tensor:
+    def __getattr__(self, name: str) -> torch.Tensor | nn.Module:
         # NTK-parameterized trained output layer: the parameter is a, and v = a/√m stays the
         # output weights every reader (kernels, checkpoints) takes from `model.v`.
         if name == "v" and "a" in self._parameters:

@@ -37,8 +37,9 @@ def test_infinite_width_kernel_is_the_mean_of_wide_empirical_kernels(eps: float)
         # the slow reference: an explicit Jacobian contraction, not the closed form
         K += jacobian_ntk(model, X) / seeds
     K_inf = infinite_width_ntk(X, eps)
-    # E[K_0] = K∞ at any width; the average of width·seeds neurons is within ~1/√(1.6e5)
-    assert float((K - K_inf).norm() / K_inf.norm()) < 1e-2
+    # E[K_0] = K∞ at any width; the mean over 1.6e5 neurons lands ~2e-3 from it, while
+    # dropping the ε² term would be 1e-2 off at ε = 0.1
+    assert float((K - K_inf).norm() / K_inf.norm()) < 5e-3
 
 
 def test_infinite_width_kernel_of_the_linear_net_is_the_gram_matrix() -> None:
