@@ -67,7 +67,7 @@ class NTKTracker(Callback):
             "ntk/rel_change": float((K - self.K0).norm() / self.K0.norm()),
             "ntk/roundoff_floor": spec.roundoff,
             "ntk/lambda_min_resolved": float(spec.resolved),
-            "pl/mu": pl_mu(spec.lambda_min, state.n),
+            "pl/mu": pl_mu(spec.lambda_min, state.n, getattr(state.model, "alpha", 1.0)),
         }
         # κ is only meaningful when λ_min rises above round-off; otherwise it is not logged.
         if spec.resolved:

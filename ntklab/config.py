@@ -10,7 +10,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from ntklab.data import INPUTS, TARGETS
-from ntklab.models import ACTIVATIONS
+from ntklab.models import ACTIVATIONS, PARAMETERIZATIONS
 from ntklab.ntk import METHODS
 from ntklab.optim import SAMPLERS, SCHEDULES
 
@@ -24,6 +24,10 @@ class ModelConfig:
     name: str = MISSING  # linear | leaky_relu
     width: int = 512
     negative_slope: float = 0.1
+    train_output: bool = False  # also train the output layer (the kernel gains its part)
+    alpha: float = 1.0  # output scale: f = α h, loss divided by α² (lazy vs rich)
+    center: bool = False  # f = α (h − h_0): zero output at init
+    parameterization: str = "ntk"  # ntk | standard (matters when train_output)
 
 
 @dataclass
@@ -44,7 +48,10 @@ class OptimConfig:
     batch_size: Optional[int] = None  # sgd only; gd uses all n
     momentum: float = 0.0
     sampling: str = "reshuffle"
-    schedule: str = "constant"
+    schedule: str = "constant"  # constant | plateau | inverse_time
+    patience: int = 10  # plateau: epochs without improvement before lr /= 10
+    factor: float = 0.1  # plateau: what lr is multiplied by
+    decay_epochs: float = 10.0  # inverse_time: lr_t = lr / (1 + (t − 1)/decay_epochs)
 
 
 @dataclass
@@ -54,11 +61,20 @@ class NTKConfig:
 
 
 @dataclass
+class LRFindConfig:
+    lr_min: float = 1e-3  # geometric grid from lr_min to lr_max
+    lr_max: float = 1e4
+    per_decade: int = 1  # grid points per factor of 10 (1 = the recipe's factor 10)
+    epochs: int = 20  # length of each trial run
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ntk: NTKConfig = field(default_factory=NTKConfig)
+    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     epochs: int = 200
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -106,6 +122,7 @@ def validate(cfg: Any) -> None:
         _fail("model.width", m.width, "must be a positive integer (number of hidden neurons)")
     if m.name == "leaky_relu" and not 0.0 <= m.negative_slope < 1.0:
         _fail("model.negative_slope", m.negative_slope, "must lie in [0, 1)")
+    _validate_model_options(m)
     _choice("data", dat.name, [*INPUTS, "csv"])
     if dat.name == "csv":
         if not dat.path:
@@ -128,6 +145,7 @@ def validate(cfg: Any) -> None:
         _fail("optim.batch_size", opt.batch_size, "must be a positive integer")
     _choice("optim.sampling", opt.sampling, SAMPLERS)
     _choice("optim.schedule", opt.schedule, SCHEDULES)
+    _validate_schedule(opt)
     _choice("ntk.method", cfg.ntk.method, METHODS)
     if cfg.ntk.every < 0:
         _fail("ntk.every", cfg.ntk.every, "must be ≥ 0 (0 turns NTK tracking off)")
@@ -137,6 +155,34 @@ def validate(cfg: Any) -> None:
     _choice("dtype", cfg.dtype, DTYPES)
     if not cfg.divergence_factor > 1:
         _fail("divergence_factor", cfg.divergence_factor, "must be > 1")
+
+
+def _validate_model_options(m: Any) -> None:
+    if not (math.isfinite(m.alpha) and m.alpha > 0):
+        _fail("model.alpha", m.alpha, "must be a positive finite number (1 = no output scale)")
+    _choice("model.parameterization", m.parameterization, PARAMETERIZATIONS)
+
+
+def _validate_schedule(opt: Any) -> None:
+    if opt.patience < 1:
+        _fail("optim.patience", opt.patience, "must be a positive integer number of epochs")
+    if not 0.0 < opt.factor < 1.0:
+        _fail("optim.factor", opt.factor, "must lie in (0, 1) (0.1 divides the step by 10)")
+    if not (math.isfinite(opt.decay_epochs) and opt.decay_epochs > 0):
+        _fail("optim.decay_epochs", opt.decay_epochs, "must be a positive number of epochs")
+
+
+def validate_lr_find(cfg: Any) -> None:
+    """The lr_find keys of `ntklab-lr-find`."""
+    f = cfg.lr_find
+    if not (math.isfinite(f.lr_min) and f.lr_min > 0):
+        _fail("lr_find.lr_min", f.lr_min, "must be a positive number")
+    if not (math.isfinite(f.lr_max) and f.lr_max > f.lr_min):
+        _fail("lr_find.lr_max", f.lr_max, f"must be a number above lr_find.lr_min={f.lr_min}")
+    if f.per_decade < 1:
+        _fail("lr_find.per_decade", f.per_decade, "must be a positive integer")
+    if f.epochs < 1:
+        _fail("lr_find.epochs", f.epochs, "must be a positive integer")
 
 
 def check_batch_size(batch_size: int | None, n: int) -> int:

@@ -12,13 +12,14 @@ import torch
 from ntklab.callbacks import Checkpointer, DivergenceGuard, LogWriter, NTKTracker, WeightMetrics
 from ntklab.config import ConfigError, check_batch_size, parse_lr, validate
 from ntklab.data import load_csv, make_synthetic
+from ntklab.diagnostics import diagnostics
 from ntklab.logger import RunLogger
 from ntklab.models import build_model
 from ntklab.ntk import empirical_ntk
 from ntklab.optim import SAMPLERS, SCHEDULES, HeavyBall, full_batch
 from ntklab.spectrum import dense_spectrum
 from ntklab.theory import theory_lr
-from ntklab.train import TrainResult, TrainState, fit
+from ntklab.train import TrainResult, TrainState, fit, trainable
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -75,7 +76,7 @@ class Run:
 def initial_lr(cfg: Any, model: torch.nn.Module, X: torch.Tensor) -> tuple[float, float]:
     """The step size to use and the theory step n / (2 λ_max(K_0)) it is compared with."""
     lam_max = dense_spectrum(empirical_ntk(model, X, method=cfg.ntk.method)).lambda_max
-    eta = theory_lr(lam_max, X.shape[0])
+    eta = theory_lr(lam_max, X.shape[0], getattr(model, "alpha", 1.0))
     lr = parse_lr(cfg.optim.lr)
     return (eta if lr == "auto" else float(lr)), eta
 
@@ -95,6 +96,10 @@ def build(cfg: Any, run_dir: str | Path) -> Run:
         seed=cfg.seed * 1000 + MODEL_STREAM,
         dtype=dtype,
         device=device,
+        train_output=cfg.model.train_output,
+        alpha=cfg.model.alpha,
+        center=cfg.model.center,
+        parameterization=cfg.model.parameterization,
     )
     lr, eta = initial_lr(cfg, model, X)
     opt = cfg.optim
@@ -107,13 +112,15 @@ def build(cfg: Any, run_dir: str | Path) -> Run:
         def batches(n: int, g: torch.Generator) -> list[torch.Tensor]:
             return sampler(n, batch_size, g)
 
-    schedule = SCHEDULES[opt.schedule](lr)
+    schedule = SCHEDULES[opt.schedule](
+        lr, patience=opt.patience, factor=opt.factor, decay_epochs=opt.decay_epochs
+    )
     state = TrainState(
         model=model,
         X=X,
         y=y,
         epochs=cfg.epochs,
-        optimizer=HeavyBall([model.W], momentum=opt.momentum),
+        optimizer=HeavyBall(trainable(model), momentum=opt.momentum),
         schedule=schedule,
         generator=torch.Generator().manual_seed(cfg.seed * 1000 + BATCH_STREAM),
         lr=lr,
@@ -123,6 +130,7 @@ def build(cfg: Any, run_dir: str | Path) -> Run:
     callbacks = [
         WeightMetrics(),
         tracker,
+        *diagnostics(logger, full_batch_gd=opt.name == "gd" and opt.momentum == 0),
         DivergenceGuard(cfg.divergence_factor),
         Checkpointer(run_dir),
         LogWriter(logger),
@@ -139,6 +147,11 @@ def build(cfg: Any, run_dir: str | Path) -> Run:
         "lr_theory": eta,
         "batch_size": n if opt.name == "gd" else check_batch_size(opt.batch_size, n),
         "momentum": opt.momentum,
+        "schedule": opt.schedule,
+        "train_output": cfg.model.train_output,
+        "alpha": cfg.model.alpha,
+        "center": cfg.model.center,
+        "parameterization": cfg.model.parameterization,
         "epochs": cfg.epochs,
         "seed": cfg.seed,
         "ntk_method": cfg.ntk.method,

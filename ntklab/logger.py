@@ -53,6 +53,14 @@ class RunLogger:
         self._jsonl.flush()
         self.writer.flush()
 
+    def log_histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
+        """A TensorBoard histogram of `values` at `step` (not in metrics.jsonl: not a scalar)."""
+        self.writer.add_histogram(tag, values.detach().cpu().numpy(), global_step=step)
+
+    def set_layout(self, layout: dict[str, dict[str, list[object]]]) -> None:
+        """TensorBoard's custom-scalars layout {category: {chart: ["Multiline", [tag regexes]]}}."""
+        self.writer.add_custom_scalars(layout)
+
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()

@@ -11,12 +11,23 @@ from torch import nn
 # ε = 1 for the linear net, so one closed form covers both (σ'(z) ∈ {1, ε}).
 ACTIVATIONS: dict[str, float | None] = {"linear": 1.0, "leaky_relu": None}
 
+# Where the output layer's 1/√m lives when v is trained (with v fixed both are the same
+# function with the same W-gradients): "ntk" trains a = ±1 and multiplies by 1/√m in the
+# forward pass; "standard" trains v itself, initialised at ±1/√m. Value: the multiplier.
+PARAMETERIZATIONS: dict[str, bool] = {"ntk": True, "standard": False}
+
 
 class OneHiddenLayer(nn.Module):
     """h(x; W) = Σ_k v_k σ(w_k·x), W is (m, d), v_k = ±1/√m fixed (Rademacher signs).
 
     `negative_slope` is ε of the leaky ReLU (ignored, and 1, for `activation="linear"`).
     The init draws W ~ N(0, I) and the signs from `generator` (or `seed`).
+
+    Options beyond the lecture (the defaults are THEORY.md's model, bit for bit):
+    `train_output` trains the output layer too; `alpha` scales the output, f = α h (the loss
+    divides by α², Chizat et al.); `center` subtracts the output at init, f = α (h − h_0), so
+    that f(W_0) = 0 (lazy training needs it for large α); `parameterization` ("ntk" or
+    "standard", see PARAMETERIZATIONS) says how a trained output layer is parameterized.
     """
 
     def __init__(
@@ -30,8 +41,19 @@ class OneHiddenLayer(nn.Module):
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        train_output: bool = False,
+        alpha: float = 1.0,
+        center: bool = False,
+        parameterization: str = "ntk",
     ) -> None:
         super().__init__()
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(
+                f"parameterization={parameterization!r} is unknown; "
+                f"choose one of {sorted(PARAMETERIZATIONS)}"
+            )
+        if not (math.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"alpha={alpha} must be a positive finite number")
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"activation={activation!r} is unknown; choose one of {sorted(ACTIVATIONS)}"
@@ -52,7 +74,27 @@ class OneHiddenLayer(nn.Module):
         signs = torch.randint(0, 2, (width,), generator=generator, dtype=torch.int64) * 2 - 1
         v = signs.to(torch.float64) / math.sqrt(width)
         self.W = nn.Parameter(W.to(device=device, dtype=dtype))
-        self.register_buffer("v", v.to(device=device, dtype=dtype))
+        self.train_output, self.alpha, self.center = bool(train_output), float(alpha), bool(center)
+        self.parameterization = parameterization
+        ntk_param = PARAMETERIZATIONS[parameterization]
+        # ∂h/∂(output parameter)_k = output_multiplier · σ(w_k·x)
+        self.output_multiplier = 1.0 / math.sqrt(width) if ntk_param else 1.0
+        if not self.train_output:
+            self.register_buffer("v", v.to(device=device, dtype=dtype))
+        elif ntk_param:
+            self.a = nn.Parameter(signs.to(device=device, dtype=dtype))
+        else:
+            self.v = nn.Parameter(v.to(device=device, dtype=dtype))
+        if self.center:
+            self.register_buffer("W0", self.W.detach().clone())
+            self.register_buffer("v0", self.v.detach().clone())
+
+    def __getattr__(self, name: str) -> torch.Tensor | nn.Module:
+        # NTK-parameterized trained output layer: the parameter is a, and v = a/√m stays the
+        # output weights every reader (kernels, checkpoints) takes from `model.v`.
+        if name == "v" and "a" in self._parameters:
+            return self._parameters["a"] * self.output_multiplier
+        return super().__getattr__(name)
 
     def sigma(self, Z: torch.Tensor) -> torch.Tensor:
         """σ applied elementwise."""
@@ -66,13 +108,17 @@ class OneHiddenLayer(nn.Module):
         return torch.where(Z >= 0, one, one * self.negative_slope)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        """X (n, d) → h (n,); also accepts a single sample (d,) → scalar."""
-        return self.sigma(X @ self.W.T) @ self.v
+        """X (n, d) → f (n,); also accepts a single sample (d,) → scalar."""
+        h = self.sigma(X @ self.W.T) @ self.v
+        if self.center:
+            h = h - self.sigma(X @ self.W0.T) @ self.v0
+        return h if self.alpha == 1.0 else self.alpha * h
 
     def extra_repr(self) -> str:
         return (
             f"d={self.d}, width={self.width}, activation={self.activation}, "
-            f"negative_slope={self.negative_slope}"
+            f"negative_slope={self.negative_slope}, train_output={self.train_output}, "
+            f"alpha={self.alpha}, center={self.center}, parameterization={self.parameterization}"
         )
 
 
@@ -85,6 +131,10 @@ def build_model(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    **options: object,
 ) -> OneHiddenLayer:
-    """The registry entry point used by the CLI: `name` is a key of ACTIVATIONS."""
-    return OneHiddenLayer(d, width, name, negative_slope, seed=seed, dtype=dtype, device=device)
+    """The registry entry point used by the CLI: `name` is a key of ACTIVATIONS; `options` are
+    OneHiddenLayer's train_output, alpha, center, parameterization."""
+    return OneHiddenLayer(
+        d, width, name, negative_slope, seed=seed, dtype=dtype, device=device, **options
+    )

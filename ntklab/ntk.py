@@ -96,13 +96,36 @@ def ntk_vector_product(model: nn.Module, X: torch.Tensor, u: torch.Tensor) -> to
     return Ku
 
 
+def output_layer_ntk(
+    X: torch.Tensor, W: torch.Tensor, negative_slope: float, multiplier: float
+) -> torch.Tensor:
+    """The trained output layer's part c² Φ Φᵀ, Φ = σ(X Wᵀ) (n, m), c = ∂h/∂(output param)_k
+    divided by σ(w_k·x) (1/√m in the NTK parameterization, 1 in the standard one): (n, n)."""
+    with exact_matmul():
+        Z = X @ W.T
+        Phi = Z if negative_slope == 1.0 else torch.where(Z >= 0, Z, negative_slope * Z)
+        Phi = Phi * multiplier
+        return Phi @ Phi.T
+
+
+def model_structured_ntk(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
+    """The closed-form kernel of a OneHiddenLayer with its options: α² (K_W + K_out), where
+    K_out (output_layer_ntk) is there only when the output layer is trained: (n, n)."""
+    W, v, eps = model.W.detach(), model.v.detach(), model.negative_slope
+    K = structured_ntk(X, W, v, eps)
+    if getattr(model, "train_output", False):
+        K = K + output_layer_ntk(X, W, eps, model.output_multiplier)
+    alpha = getattr(model, "alpha", 1.0)
+    return K if alpha == 1.0 else K * alpha**2
+
+
 def _structured(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     if not all(hasattr(model, a) for a in ("W", "v", "negative_slope")):
         raise TypeError(
             f"ntk.method=structured needs a OneHiddenLayer-like model (W, v, negative_slope); "
             f"{type(model).__name__} has none: use ntk.method=jacobian"
         )
-    return structured_ntk(X, model.W.detach(), model.v.detach(), model.negative_slope)
+    return model_structured_ntk(model, X)
 
 
 METHODS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -73,4 +74,61 @@ class ConstantLR:
         self.lr = float(state["lr"])
 
 
-SCHEDULES: dict[str, type] = {"constant": ConstantLR}
+class PlateauLR:
+    """The lecture's quick-start recipe: keep the step until the loss has not improved for
+    `patience` epochs in a row, then multiply it by `factor` (divide by 10) and start counting
+    again. "Improved" means below the best loss so far by a relative `threshold`."""
+
+    def __init__(
+        self, lr: float, patience: int = 10, factor: float = 0.1, threshold: float = 1e-4, **_
+    ) -> None:
+        self.lr, self.patience, self.factor = float(lr), int(patience), float(factor)
+        self.threshold = float(threshold)
+        self.best = math.inf
+        self.bad_epochs = 0
+
+    def step(self, loss: float) -> float:
+        """Called once per epoch with that epoch's loss; returns the next epoch's step."""
+        if loss < self.best * (1.0 - self.threshold):  # NaN never improves
+            self.best, self.bad_epochs = loss, 0
+        else:
+            self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            self.lr *= self.factor
+            self.bad_epochs = 0
+        return self.lr
+
+    def state_dict(self) -> dict[str, float]:
+        return {"lr": self.lr, "best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.lr, self.best = float(state["lr"]), float(state["best"])
+        self.bad_epochs = int(state["bad_epochs"])
+
+
+class InverseTimeLR:
+    """1/t decay: epoch t uses lr / (1 + (t − 1)/decay_epochs), so the step halves after
+    `decay_epochs` epochs and falls like 1/t after that (the lecture's O(1/T) phase)."""
+
+    def __init__(self, lr: float, decay_epochs: float = 10.0, **_: object) -> None:
+        self.lr0, self.decay_epochs = float(lr), float(decay_epochs)
+        self.epoch = 0  # epochs done
+
+    def step(self, loss: float) -> float:
+        """Called once per epoch with that epoch's loss; returns the next epoch's step."""
+        self.epoch += 1
+        return self.lr0 / (1.0 + self.epoch / self.decay_epochs)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"lr0": self.lr0, "decay_epochs": self.decay_epochs, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.lr0, self.decay_epochs = float(state["lr0"]), float(state["decay_epochs"])
+        self.epoch = int(state["epoch"])
+
+
+SCHEDULES: dict[str, type] = {
+    "constant": ConstantLR,
+    "plateau": PlateauLR,
+    "inverse_time": InverseTimeLR,
+}

@@ -15,8 +15,11 @@ Batches = Callable[[int, torch.Generator], Sequence[torch.Tensor | None]]
 
 
 def mse(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """L = (1/n) Σ (h(x_i) − y_i)² (THEORY.md)."""
-    return (model(X) - y).pow(2).mean()
+    """L = (1/n) Σ (f(x_i) − y_i)² / α² (THEORY.md; α = 1 unless the model scales its output
+    f = α h, in which case dividing by α² keeps the loss O(1), as in Chizat et al.)."""
+    loss = (model(X) - y).pow(2).mean()
+    alpha = getattr(model, "alpha", 1.0)
+    return loss if alpha == 1.0 else loss / alpha**2
 
 
 def trainable(model: nn.Module) -> list[torch.Tensor]:

@@ -1,0 +1,181 @@
+"""Each diagnostic of diagnostics.py against an independent computation on a small case."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ntklab import ntk
+from ntklab.callbacks import NTKTracker
+from ntklab.data import make_synthetic
+from ntklab.diagnostics import (
+    KernelGeometry,
+    RateDiagnostics,
+    alignment,
+    diagnostics,
+    kernel_distance,
+)
+from ntklab.logger import RunLogger
+from ntklab.models import OneHiddenLayer
+from ntklab.optim import ConstantLR, HeavyBall, full_batch, reshuffled
+from ntklab.theory import infinite_width_ntk
+from ntklab.train import Callback, TrainState, fit
+
+
+def test_kernel_distance_and_alignment_match_their_definitions() -> None:
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    A = A @ A.T
+    B = A + 0.1 * torch.eye(5, dtype=torch.float64)
+    cos = float((A * B).sum() / (A.norm() * B.norm()))
+    assert kernel_distance(A, B) == pytest.approx(1 - cos, rel=1e-10)
+    assert kernel_distance(A, 3 * A) == pytest.approx(0.0, abs=1e-15)
+    y = torch.randn(5, generator=g, dtype=torch.float64)
+    direct = sum(y[i] * A[i, j] * y[j] for i in range(5) for j in range(5))
+    assert alignment(A, y) == pytest.approx(float(direct / (A.norm() * (y * y).sum())))
+
+
+class Recorder(Callback):
+    """Keeps every epoch's metrics and W_t (the independent side of the checks)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+        self.W: list[torch.Tensor] = []
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.rows.append({"step": state.epoch, **state.metrics})
+        self.W.append(state.model.W.detach().clone())
+
+
+def _train(tmp_path, *, sgd: bool = False, every: int = 1, epochs: int = 8, counter=None):
+    X, y = make_synthetic("sphere", 12, 5, seed=0)
+    model = OneHiddenLayer(5, 40, "leaky_relu", 0.2, seed=1, dtype=torch.float64)
+    lr = 0.5
+    state = TrainState(
+        model=model,
+        X=X,
+        y=y,
+        epochs=epochs,
+        optimizer=HeavyBall([model.W]),
+        schedule=ConstantLR(lr),
+        generator=torch.Generator().manual_seed(2),
+        lr=lr,
+    )
+    logger = RunLogger(tmp_path)
+    rec = Recorder()
+
+    def batches(n, g):
+        return reshuffled(n, 4, g)
+
+    callbacks = [NTKTracker("structured", every), *diagnostics(logger, full_batch_gd=not sgd), rec]
+    fit(state, batches if sgd else full_batch, callbacks)
+    logger.close()
+    return X, y, model, rec
+
+
+def _kernel(X, W, eps=0.2):
+    # the slow reference: explicit per-sample Jacobian rows σ'(w_k·x_i) v_k x_i
+    m = W.shape[0]
+    v = OneHiddenLayer(5, m, "leaky_relu", eps, seed=1, dtype=torch.float64).v
+    Z = X @ W.T
+    one = torch.ones((), dtype=torch.float64)
+    S = torch.where(Z >= 0, one, one * eps)
+    J = (S * v)[:, :, None] * X[:, None, :]  # (n, m, d)
+    J = J.reshape(X.shape[0], -1)
+    return J @ J.T
+
+
+def test_rate_and_kernel_diagnostics_against_recomputation(tmp_path) -> None:
+    X, y, model, rec = _train(tmp_path)
+    n = X.shape[0]
+    K = [_kernel(X, W) for W in rec.W]
+    K_inf = infinite_width_ntk(X, 0.2)
+    for t, row in enumerate(rec.rows):
+        cos0 = float((K[t] * K[0]).sum() / (K[t].norm() * K[0].norm()))
+        assert row["ntk/kernel_distance"] == pytest.approx(1 - cos0, abs=1e-12)
+        al = float(y @ K[t] @ y / (K[t].norm() * (y @ y)))
+        assert row["ntk/alignment"] == pytest.approx(al, rel=1e-10)
+        dist = float((K[t] - K_inf).norm() / K_inf.norm())
+        assert row["ntk/dist_to_inf"] == pytest.approx(dist, rel=1e-10)
+        assert row["ntk/lambda_min_inf"] == pytest.approx(float(torch.linalg.eigvalsh(K_inf)[0]))
+        flips = (X @ rec.W[t].T >= 0) != (X @ rec.W[0].T >= 0)
+        assert row["activations/pattern_change"] == flips.double().mean().item()
+        if t == 0:
+            assert "loss/contraction" not in row and "ntk/velocity" not in row
+            continue
+        prev = rec.rows[t - 1]
+        assert row["loss/contraction"] == pytest.approx(row["loss/train"] / prev["loss/train"])
+        cos = float((K[t] * K[t - 1]).sum() / (K[t].norm() * K[t - 1].norm()))
+        assert row["ntk/velocity"] == pytest.approx(1 - cos, abs=1e-12)
+        lam = torch.linalg.eigvalsh(K[t - 1])
+        lo, hi = float(lam[0]), float(lam[-1])
+        beta, mu, eta = 2 * hi / n, 4 * lo / n, row["optim/lr"]
+        assert row["pl/rate_bound"] == pytest.approx(1 - mu * eta * (1 - beta * eta / 2))
+        assert row["pl/rate_slide"] == pytest.approx(1 - 2 * lo / hi)
+        assert row["pl/loss_bound"] == pytest.approx(row["pl/rate_bound"] * prev["loss/train"])
+        assert row["loss/contraction"] <= row["pl/rate_bound"]
+
+
+def test_velocity_divides_by_the_epochs_between_tracked_kernels(tmp_path) -> None:
+    X, _, _, rec = _train(tmp_path, every=3, epochs=7)
+    tracked = [r["step"] for r in rec.rows if "ntk/kernel_distance" in r]
+    assert tracked == [0, 3, 6, 7]
+    for a, b in zip(tracked, tracked[1:], strict=False):
+        d = kernel_distance(_kernel(X, rec.W[b]), _kernel(X, rec.W[a]))
+        assert rec.rows[b]["ntk/velocity"] == pytest.approx(d / (b - a), rel=1e-9, abs=1e-15)
+    # the bound needs K_{t−1}: only after tracked epochs
+    assert [r["step"] for r in rec.rows if "pl/rate_bound" in r] == [1, 4, 7]
+
+
+def test_sgd_logs_contraction_but_no_gd_bound(tmp_path) -> None:
+    _, _, _, rec = _train(tmp_path, sgd=True, epochs=3)
+    assert all("loss/contraction" in r for r in rec.rows[1:])
+    assert not any("pl/rate_bound" in r or "pl/rate_slide" in r for r in rec.rows)
+
+
+def test_diagnostics_reuse_the_trackers_kernel(tmp_path, monkeypatch) -> None:
+    calls = []
+    real = ntk.METHODS["structured"]
+    monkeypatch.setitem(ntk.METHODS, "structured", lambda m, X: calls.append(1) or real(m, X))
+    _train(tmp_path, epochs=5)
+    assert len(calls) == 6  # the tracker's, epochs 0…5; no diagnostic computes its own
+
+
+def test_resumed_diagnostics_continue_where_they_left(tmp_path) -> None:
+    rate, geo = RateDiagnostics(True), KernelGeometry()
+    rate.prev = {"epoch": 4, "loss": 2.0, "lambda_min": 1.0, "lambda_max": 3.0}
+    geo.K_prev, geo.epoch_prev = torch.eye(3), 4
+    rate2, geo2 = RateDiagnostics(True), KernelGeometry()
+    rate2.load_state_dict(rate.state_dict())
+    geo2.load_state_dict(geo.state_dict())
+    assert rate2.prev == rate.prev and geo2.epoch_prev == 4
+    assert torch.equal(geo2.K_prev, torch.eye(3))
+
+
+@pytest.mark.slow
+def test_cli_writes_spectrum_histogram_and_custom_scalars(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "ntklab", f"hydra.run.dir={tmp_path}", "epochs=4", "ntk.every=2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"histograms": 0})
+    events.Reload()
+    hist = events.Histograms("ntk/spectrum")
+    assert [h.step for h in hist] == [0, 2, 4]
+    assert all(h.histogram_value.num == 128 for h in hist)
+    assert "custom_scalars__config__" in events.Tags()["tensors"]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    tags = set().union(*rows)
+    for tag in ("loss/contraction", "pl/rate_bound", "pl/rate_slide", "ntk/kernel_distance"):
+        assert tag in tags
+    assert all(math.isfinite(r["ntk/dist_to_inf"]) for r in rows if "ntk/dist_to_inf" in r)

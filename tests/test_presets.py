@@ -1,0 +1,118 @@
+"""The experiment presets compose, and shortened versions run and show their claims."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from ntklab.config import register_configs, validate
+from ntklab.theory import loglog_slope
+
+register_configs()
+PRESETS = ["pl_linear", "width_sweep", "sgd_floor", "lazy_vs_rich"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_composes_and_validates(preset: str) -> None:
+    with initialize_config_module(config_module="ntklab.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"experiment={preset}"])
+    validate(cfg)
+
+
+def test_pl_linear_is_a_linear_net_in_float64_on_wide_data() -> None:
+    with initialize_config_module(config_module="ntklab.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=pl_linear"])
+    assert cfg.model.name == "linear" and cfg.dtype == "float64" and cfg.optim.name == "gd"
+    assert cfg.data.d >= cfg.data.n
+
+
+def _ntklab(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ntklab", *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _job(sweep: Path, override: str) -> Path:
+    """The job folder of a sweep whose name (its overrides, comma-separated) holds `override`."""
+    (job,) = [p for p in sweep.iterdir() if override in p.name.split(",")]
+    return job
+
+
+def _final(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())["final"]
+
+
+@pytest.mark.slow
+def test_pl_linear_short(tmp_path) -> None:
+    _ntklab("experiment=pl_linear", "epochs=200", f"hydra.run.dir={tmp_path}")
+    rows = _rows(tmp_path)
+    assert all(r["ntk/rel_change"] == 0.0 for r in rows)  # K = X Xᵀ, exactly, throughout
+    assert all(r["pl/ratio"] >= r["pl/mu"] * (1 - 1e-9) for r in rows)
+    steps = rows[1:]
+    assert all(r["loss/contraction"] <= r["pl/rate_bound"] * (1 + 1e-9) for r in steps)
+    # the slowest mode takes over and the slide's 1 − μ/β is violated
+    assert any(r["loss/contraction"] > r["pl/rate_slide"] for r in steps)
+
+
+@pytest.mark.slow
+def test_width_sweep_short(tmp_path) -> None:
+    _ntklab(
+        "-m",
+        "experiment=width_sweep",
+        "model.width=16,256",
+        "epochs=20",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    jobs = [_job(tmp_path, "model.width=16"), _job(tmp_path, "model.width=256")]
+    first = [_rows(p)[0] for p in jobs]
+    # λ_min(K_0) approaches λ_min(K∞) as m grows
+    gaps = [abs(r["ntk/lambda_min"] - r["ntk/lambda_min_inf"]) for r in first]
+    assert gaps[1] < gaps[0]
+    widths = [16, 256]
+    slope = loglog_slope(widths, [_final(p)["weights/max_neuron_dist"] for p in jobs])
+    assert slope < -0.2  # Du et al.: m^(-1/2); two short runs only roughly
+
+
+@pytest.mark.slow
+def test_sgd_floor_short(tmp_path) -> None:
+    _ntklab(
+        "-m",
+        "experiment=sgd_floor",
+        "data.d=8",
+        "data.noise=0.5",
+        "data.n=64",
+        "optim.patience=2",
+        "epochs=30",
+        "ntk.every=0",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    constant = _final(_job(tmp_path, "optim.schedule=constant"))
+    plateau = _final(_job(tmp_path, "optim.schedule=plateau"))
+    assert plateau["optim/lr"] < constant["optim/lr"]
+    assert plateau["loss/train"] < constant["loss/train"]
+
+
+@pytest.mark.slow
+def test_lazy_vs_rich_short(tmp_path) -> None:
+    _ntklab(
+        "-m",
+        "experiment=lazy_vs_rich",
+        "model.alpha=0.3,10",
+        "model.width=64",
+        "epochs=40",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    rich, lazy = _final(_job(tmp_path, "model.alpha=0.3")), _final(_job(tmp_path, "model.alpha=10"))
+    assert lazy["ntk/kernel_distance"] < rich["ntk/kernel_distance"] / 10
+    assert lazy["weights/rel_dist_from_init"] < rich["weights/rel_dist_from_init"]
