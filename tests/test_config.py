@@ -27,8 +27,6 @@ def _schemas():
 
 def overrides_for(group, option):
     extra = ["data.path=data.csv"] if (group, option) == ("data", "csv") else []
-    if group == "experiment":
-        return [f"+experiment={option}", *extra]
     if group == "hydra":
         return []
     return [f"{group}={option}", *extra]
