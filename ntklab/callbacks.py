@@ -218,9 +218,9 @@ class Checkpointer(Callback):
         try:
             return torch.load(self.last_path, map_location=device, weights_only=True)
         except Exception as err:  # torch raises several types for a damaged or foreign file
+            detail = str(err).split(". ")[0].splitlines()[0] if str(err) else "no detail"
             raise CheckpointError(
-                f"{self.last_path} cannot be loaded ({type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else 'no detail'}); "
+                f"{self.last_path} cannot be loaded ({type(err).__name__}: {detail}); "
                 "start the run afresh with overwrite=true"
             ) from None
 
