@@ -235,7 +235,7 @@ def summarize(run: Run, result: TrainResult) -> dict[str, Any]:
         "wall_time_s": result.wall_time_s,
     }
     if result.status == "interrupted":
-        summary["signal"] = result.message.split()[2]  # "interrupted by SIGTERM after …"
+        summary["signal"] = result.signal
     return summary
 
 

@@ -151,6 +151,7 @@ class TrainResult:
     final_loss: float
     wall_time_s: float
     message: str = ""
+    signal: str | None = None  # "SIGINT"/"SIGTERM" for an interrupted run
 
 
 def _fire(callbacks: Sequence[Callback], event: str, state: TrainState) -> None:
@@ -242,4 +243,5 @@ def fit(
         final_loss=state.loss,
         wall_time_s=state.elapsed(),
         message=state.message,
+        signal=signals.received.name if state.stop == "interrupted" else None,
     )
