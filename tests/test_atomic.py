@@ -4,6 +4,7 @@ previous file whole, and a resumed run ignores (and removes) the half-done temp 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -38,9 +39,13 @@ KILL_BEFORE_RENAME = textwrap.dedent(
 )
 
 
+# One thread per run: several runs share the machine, and torch's threads spin while they wait.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def cli(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "ntklab", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
 
 
 def test_text_write_killed_before_rename_keeps_old_file(tmp_path, monkeypatch):
@@ -77,7 +82,7 @@ def test_sigkill_between_temp_write_and_rename(tmp_path):
     assert cli(*RUN, f"hydra.run.dir={reference}").returncode == 0
 
     cmd = [sys.executable, "-c", KILL_BEFORE_RENAME, *RUN, f"hydra.run.dir={run_dir}"]
-    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     last, tmp = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / ".last.pt.tmp"
     assert tmp.exists()  # the new checkpoint was written but never renamed

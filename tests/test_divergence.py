@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,13 @@ from ntklab.train import TrainState
 SMALL = ["epochs=30", "data.n=16", "model.width=32"]
 
 
+# One thread per run: several runs share the machine, and torch's threads spin while they wait.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def cli(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "ntklab", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
 
 
 def guard_on(losses: list[float], factor: float = 10.0) -> tuple[DivergenceGuard, TrainState]:

@@ -5,6 +5,7 @@ scalars with each step exactly once."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from tensorboard.backend.event_processing import event_accumulator
 # Minibatch SGD with momentum (generator and buffers matter), the NTK every 3 epochs and a
 # checkpoint every 7 (cadences that do not line up with the interruption).
 RUN = [
-    "epochs=60",
+    "epochs=300",
     "data.n=64",
     "model.width=128",
     "optim=sgd",
@@ -33,9 +34,13 @@ RUN = [
 WALL_TIME_KEYS = ("wall_time_s", "total_time_s")
 
 
+# One thread per run: several runs share the machine, and torch's threads spin while they wait.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def cli(*args: str, **kw) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "ntklab", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV, **kw)
 
 
 def records(run_dir: Path) -> int:
@@ -45,12 +50,13 @@ def records(run_dir: Path) -> int:
 
 def stop_at_random_epoch(run_dir: Path, sig: signal.Signals, rng: random.Random) -> tuple:
     """Start the run, send `sig` once it has logged a random number of epochs."""
-    target = rng.randint(4, 40)
+    target = rng.randint(4, 150)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ntklab", *RUN, f"hydra.run.dir={run_dir}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=ENV,
     )
     while records(run_dir) < target and proc.poll() is None:
         time.sleep(0.005)
@@ -90,7 +96,7 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
         assert got[tag] == events, tag
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     ref = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)
-    assert torch.equal(last["W"], ref["W"]) and last["epoch"] == ref["epoch"] == 60
+    assert torch.equal(last["W"], ref["W"]) and last["epoch"] == ref["epoch"] == 300
 
 
 @pytest.mark.slow
@@ -128,12 +134,15 @@ def test_sigkill_resumes_from_periodic_checkpoint(tmp_path, reference):
     seed = random.randrange(2**32)
     run_dir = tmp_path / "run"
     target, rc, err = stop_at_random_epoch(run_dir, signal.SIGKILL, random.Random(seed))
-    note = f"(random seed {seed}, killed after {target} records)"
+    note = f"(random seed {seed}, killed after {target} records)\n{err}"
     assert rc == -signal.SIGKILL, note
     assert not (run_dir / "summary.json").exists()
     logged = records(run_dir) - 1
-    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"]
-    assert saved == logged - logged % 7, note  # the newest multiple of checkpoint_every
+    last = run_dir / "checkpoints" / "last.pt"  # none yet when killed before epoch 7
+    saved = torch.load(last, weights_only=True)["epoch"] if last.exists() else 0
+    # A multiple of checkpoint_every, at most one period behind (the kill may fall between
+    # an epoch's records and its checkpoint).
+    assert saved % 7 == 0 and 0 <= logged - saved <= 7, note
     refused = cli(*RUN, f"hydra.run.dir={run_dir}")
     assert refused.returncode == 2 and "status unfinished" in refused.stderr
     resumed = cli(*RUN, f"hydra.run.dir={run_dir}", "resume=true")

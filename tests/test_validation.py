@@ -73,9 +73,13 @@ CASES = [
 IDS = [c[0] for c in CASES]
 
 
+# One thread per run: several runs share the machine, and torch's threads spin while they wait.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def cli(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "ntklab", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
 
 
 @pytest.fixture(scope="module")
