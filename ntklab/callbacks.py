@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -35,6 +36,13 @@ class WeightMetrics(Callback):
                 "pl/ratio": grad_sq / state.loss if state.loss > 0 else math.nan,
             }
         )
+
+    def state_dict(self) -> dict[str, object]:
+        return {"W0": self.W0, "W0_norm": self.W0_norm} if hasattr(self, "W0") else {}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        if "W0" in state:
+            self.W0, self.W0_norm = state["W0"], float(state["W0_norm"])
 
 
 class NTKTracker(Callback):
@@ -75,58 +83,165 @@ class NTKTracker(Callback):
         state.metrics.update(metrics)
         self.last = metrics
 
+    def state_dict(self) -> dict[str, object]:
+        return {"K0": self.K0, "last": dict(self.last)}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.K0, self.last = state["K0"], dict(state["last"])
+
 
 class DivergenceGuard(Callback):
-    """Stops the run when the loss is NaN/inf or exceeds `factor` × L_0."""
+    """Stops the run when the loss is NaN/inf or exceeds `factor` × L_0, and remembers the last
+    finite loss (and its epoch) for the run's summary."""
 
     def __init__(self, factor: float = 1e6) -> None:
         self.factor = float(factor)
         self.L0: float | None = None
         self.last_finite: float | None = None
+        self.last_finite_epoch: int | None = None
+        self.diverged_epoch: int | None = None
 
     def on_epoch_end(self, state: TrainState) -> None:
         if self.L0 is None:
             self.L0 = state.loss
-        bad = not math.isfinite(state.loss) or state.loss > self.factor * max(self.L0, 1e-300)
-        if bad:
-            state.stop = "diverged"
-            state.message = (
-                f"diverged at epoch {state.epoch}: loss {state.loss:.4g} "
-                f"(initial {self.L0:.4g}, last finite {self.last_finite}); "
-                f"lower optim.lr (it was {state.lr:.4g})"
-            )
-        else:
-            self.last_finite = state.loss
+        loss = state.loss
+        if math.isfinite(loss) and loss <= self.factor * max(self.L0, 1e-300):
+            self.last_finite, self.last_finite_epoch = loss, state.epoch
+            return
+        self.diverged_epoch = state.epoch
+        state.stop = "diverged"
+        why = (
+            f"loss {loss:.4g}"
+            if not math.isfinite(loss)
+            else f"loss {loss:.4g} > {self.factor:g} × L_0"
+        )
+        before = (
+            "no finite loss before it"
+            if self.last_finite is None
+            else f"last finite loss {self.last_finite:.6g} at epoch {self.last_finite_epoch}"
+        )
+        state.message = (
+            f"diverged at epoch {state.epoch}: {why} (L_0 {self.L0:.4g}, {before}); "
+            f"lower optim.lr (it was {state.lr:.4g})"
+        )
+
+    def report(self) -> dict[str, object] | None:
+        """The summary's account of a divergence (None when the run did not diverge)."""
+        if self.diverged_epoch is None:
+            return None
+        return {
+            "epoch": self.diverged_epoch,
+            "last_finite_loss": self.last_finite,
+            "last_finite_epoch": self.last_finite_epoch,
+            "initial_loss": self.L0,
+            "factor": self.factor,
+        }
+
+    def state_dict(self) -> dict[str, object]:
+        keys = ("L0", "last_finite", "last_finite_epoch", "diverged_epoch")
+        return {k: getattr(self, k) for k in keys}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from; the message says why and what to do."""
+
+
+def _named(callbacks: Sequence[Callback]) -> dict[str, Callback]:
+    """Callbacks keyed by class name (a repeated class gets #2, #3, …) for the checkpoint."""
+    named: dict[str, Callback] = {}
+    for cb in callbacks:
+        name = base = type(cb).__name__
+        k = 1
+        while name in named:
+            k += 1
+            name = f"{base}#{k}"
+        named[name] = cb
+    return named
 
 
 class Checkpointer(Callback):
-    """checkpoints/init.pt at the start and checkpoints/last.pt at the end: tensors only,
-    loadable with torch.load(..., weights_only=True)."""
+    """checkpoints/init.pt at the start, checkpoints/last.pt every `every` epochs (0: never),
+    when the run ends for any reason (completed, diverged, interrupted); each write atomic.
 
-    def __init__(self, run_dir: str | Path) -> None:
+    last.pt holds the loop's state (TrainState.state_dict: W, v, momentum buffers, step-size
+    schedule, epoch, RNG states), every other callback's `state_dict()` and the run's config,
+    all loadable with torch.load(..., weights_only=True). Put it after the LogWriter: a
+    checkpoint of epoch t then always has epoch t's records on disk before it."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        every: int = 10,
+        callbacks: Sequence[Callback] = (),
+        config: dict[str, object] | None = None,
+    ) -> None:
         self.dir = Path(run_dir) / "checkpoints"
+        self.every = int(every)
+        self.callbacks = callbacks  # read at save time: callbacks added later are included
+        self.config = config or {}
+
+    @property
+    def last_path(self) -> Path:
+        return self.dir / "last.pt"
 
     def payload(self, state: TrainState) -> dict[str, object]:
-        model = state.model
+        others = {k: cb for k, cb in _named(self.callbacks).items() if cb is not self}
         return {
-            "W": model.W.detach().cpu().clone(),
-            "v": model.v.detach().cpu().clone(),
-            "epoch": state.epoch,
-            "loss": state.loss,
-            "lr": state.lr,
+            **state.state_dict(),
+            "callbacks": {k: cb.state_dict() for k, cb in others.items()},
+            "config": self.config,
         }
+
+    def save(self, state: TrainState, name: str = "last.pt") -> None:
+        atomic_torch_save(self.payload(state), self.dir / name)
 
     def on_train_start(self, state: TrainState) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if state.epoch == 0:
-            atomic_torch_save(self.payload(state), self.dir / "init.pt")
+            self.save(state, "init.pt")
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        # The last epoch and a stopped run are saved by on_train_end.
+        due = self.every > 0 and state.epoch > 0 and state.epoch % self.every == 0
+        if due and state.epoch < state.epochs and not state.stop:
+            self.save(state)
 
     def on_train_end(self, state: TrainState) -> None:
-        atomic_torch_save(self.payload(state), self.dir / "last.pt")
+        self.save(state)
+
+    def load(self, device: torch.device | str = "cpu") -> dict:
+        """last.pt with its tensors on `device` (weights_only: no code runs while loading)."""
+        try:
+            return torch.load(self.last_path, map_location=device, weights_only=True)
+        except Exception as err:  # torch raises several types for a damaged or foreign file
+            detail = str(err).split(". ")[0].splitlines()[0] if str(err) else "no detail"
+            raise CheckpointError(
+                f"{self.last_path} cannot be loaded ({type(err).__name__}: {detail}); "
+                "start the run afresh with overwrite=true"
+            ) from None
+
+    def restore(self, payload: dict, state: TrainState) -> None:
+        """Put the loop and every other callback back where the checkpoint left them."""
+        saved = payload["callbacks"]
+        others = {k: cb for k, cb in _named(self.callbacks).items() if cb is not self}
+        missing = sorted(set(others) - set(saved))
+        if missing:
+            raise CheckpointError(
+                f"{self.last_path} holds no state for {', '.join(missing)}, so the run cannot "
+                "continue exactly; start it afresh with overwrite=true"
+            )
+        state.load_state_dict(payload)
+        for key, cb in others.items():
+            cb.load_state_dict(saved[key])
 
 
 class LogWriter(Callback):
-    """Hands each epoch's metrics to the run's logger (runs last, after every other callback)."""
+    """Hands each epoch's metrics to the run's logger (runs after every callback that adds
+    metrics; only the Checkpointer comes later)."""
 
     def __init__(self, logger: RunLogger) -> None:
         self.logger = logger

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ntklab.data import INPUTS, TARGETS
 from ntklab.models import ACTIVATIONS, PARAMETERIZATIONS
@@ -79,7 +79,11 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "float32"  # float32 | float64
-    divergence_factor: float = 1e6
+    divergence_factor: float = 1e6  # stop when the loss exceeds this multiple of L_0
+    divergence_exit_code: int = 0  # exit status of a diverged run (0: a sweep goes on)
+    checkpoint_every: int = 10  # write checkpoints/last.pt every N epochs (0: only at the end)
+    resume: bool = False  # continue the run in hydra.run.dir from checkpoints/last.pt
+    overwrite: bool = False  # replace a run already in the folder
 
 
 def register_configs() -> None:
@@ -105,6 +109,8 @@ def parse_lr(value: object) -> float | str:
     """optim.lr is a positive finite number or the string 'auto'."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
+    if isinstance(value, bool):  # float(True) would silently give lr = 1
+        _fail("optim.lr", value, "must be a positive number or 'auto' (the theory step)")
     try:
         lr = float(value)
     except (TypeError, ValueError):
@@ -114,8 +120,15 @@ def parse_lr(value: object) -> float | str:
     return lr
 
 
+def _check_missing(cfg: Any) -> None:
+    if isinstance(cfg, DictConfig):
+        for key in sorted(OmegaConf.missing_keys(cfg)):
+            _fail(key, "???", f"has no value; set it on the command line, e.g. {key}=...")
+
+
 def validate(cfg: Any) -> None:
     """Check every value a run depends on; raise ConfigError naming the first bad one."""
+    _check_missing(cfg)
     m, dat, opt = cfg.model, cfg.data, cfg.optim
     _choice("model", m.name, ACTIVATIONS)
     if m.width <= 0:
@@ -151,10 +164,45 @@ def validate(cfg: Any) -> None:
         _fail("ntk.every", cfg.ntk.every, "must be ≥ 0 (0 turns NTK tracking off)")
     if cfg.epochs < 0:
         _fail("epochs", cfg.epochs, "must be ≥ 0")
+    if cfg.seed < 0:
+        _fail("seed", cfg.seed, "must be an integer ≥ 0")
     _choice("device", cfg.device, DEVICES)
     _choice("dtype", cfg.dtype, DTYPES)
+    _validate_run_control(cfg)
+
+
+def _validate_run_control(cfg: Any) -> None:
+    """The keys that decide how a run stops, checkpoints and reuses its folder."""
     if not cfg.divergence_factor > 1:
-        _fail("divergence_factor", cfg.divergence_factor, "must be > 1")
+        _fail("divergence_factor", cfg.divergence_factor, "must be > 1 (a multiple of L_0)")
+    if not 0 <= cfg.divergence_exit_code <= 255:
+        _fail("divergence_exit_code", cfg.divergence_exit_code, "must be an exit status 0..255")
+    if cfg.checkpoint_every < 0:
+        _fail("checkpoint_every", cfg.checkpoint_every, "must be ≥ 0 (0: only at the end)")
+    if cfg.resume and cfg.overwrite:
+        _fail("overwrite", cfg.overwrite, "cannot be combined with resume=true; choose one")
+
+
+# Keys that change how a run is driven, not what it computes: a resumed run may differ in them.
+RUN_CONTROL_KEYS = ("resume", "overwrite", "checkpoint_every", "divergence_exit_code")
+
+
+def run_config(cfg: Any) -> dict[str, Any]:
+    """The config as plain values (what a checkpoint stores), without the run-control keys."""
+    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
+    plain = OmegaConf.to_container(node, resolve=True)
+    return {k: v for k, v in plain.items() if k not in RUN_CONTROL_KEYS}
+
+
+def first_difference(saved: Any, current: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key whose value differs between two plain configs, with both values."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current), key=str):
+            diff = first_difference(saved.get(key), current.get(key), f"{prefix}{key}.")
+            if diff:
+                return diff
+        return None
+    return None if saved == current else (prefix.rstrip("."), saved, current)
 
 
 def _validate_model_options(m: Any) -> None:

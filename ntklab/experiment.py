@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,9 +13,23 @@ from typing import Any
 
 import torch
 
-from ntklab.callbacks import Checkpointer, DivergenceGuard, LogWriter, NTKTracker, WeightMetrics
-from ntklab.config import ConfigError, check_batch_size, parse_lr, validate
-from ntklab.data import load_csv, make_synthetic
+from ntklab.callbacks import (
+    Checkpointer,
+    CheckpointError,
+    DivergenceGuard,
+    LogWriter,
+    NTKTracker,
+    WeightMetrics,
+)
+from ntklab.config import (
+    ConfigError,
+    check_batch_size,
+    first_difference,
+    parse_lr,
+    run_config,
+    validate,
+)
+from ntklab.data import DataError, load_csv, make_synthetic
 from ntklab.diagnostics import diagnostics
 from ntklab.logger import RunLogger
 from ntklab.models import build_model
@@ -20,6 +38,8 @@ from ntklab.optim import SAMPLERS, SCHEDULES, HeavyBall, full_batch
 from ntklab.spectrum import dense_spectrum
 from ntklab.theory import theory_lr
 from ntklab.train import TrainResult, TrainState, fit, trainable
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -39,7 +59,10 @@ def resolve_device(name: str) -> torch.device:
 def load_data(cfg: Any, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """X (n, d), y (n,) in float64 on the CPU, from the `data` config group."""
     if cfg.name == "csv":
-        X, y = load_csv(cfg.path)
+        try:
+            X, y = load_csv(cfg.path)
+        except OSError as err:  # unreadable: permissions, a broken link, an I/O error
+            raise DataError(f"data.path={cfg.path}: cannot be read ({err.strerror})") from None
         for key, actual in (("n", X.shape[0]), ("d", X.shape[1])):
             asked = getattr(cfg, key)
             if asked is not None and asked != actual:
@@ -70,7 +93,9 @@ class Run:
     logger: RunLogger
     callbacks: list
     tracker: NTKTracker
+    guard: DivergenceGuard
     hparams: dict[str, Any]
+    resumed: bool = False
 
 
 def initial_lr(cfg: Any, model: torch.nn.Module, X: torch.Tensor) -> tuple[float, float]:
@@ -81,20 +106,30 @@ def initial_lr(cfg: Any, model: torch.nn.Module, X: torch.Tensor) -> tuple[float
     return (eta if lr == "auto" else float(lr)), eta
 
 
-def build(cfg: Any, run_dir: str | Path) -> Run:
-    validate(cfg)
-    device = resolve_device(cfg.device)
-    dtype = DTYPES[cfg.dtype]
-    X, y = load_data(cfg.data, cfg.seed)
+def _to_run_device(X: torch.Tensor, y: torch.Tensor, cfg: Any, device: torch.device):
+    X, y = (
+        X.to(device=device, dtype=DTYPES[cfg.dtype]),
+        y.to(device=device, dtype=DTYPES[cfg.dtype]),
+    )
+    if not (torch.isfinite(X).all() and torch.isfinite(y).all()):
+        raise DataError(
+            f"dtype={cfg.dtype!r}: the data's values overflow {cfg.dtype}; "
+            "rescale the data or use dtype=float64"
+        )
+    return X, y
+
+
+def _make_state(cfg: Any, device: torch.device) -> tuple[TrainState, Any, dict[str, Any]]:
+    """The loop's starting state, its minibatch rule and the run's hyper-parameters."""
+    X, y = _to_run_device(*load_data(cfg.data, cfg.seed), cfg, device)
     n, d = X.shape
-    X, y = X.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
     model = build_model(
         cfg.model.name,
         d,
         cfg.model.width,
         cfg.model.negative_slope,
         seed=cfg.seed * 1000 + MODEL_STREAM,
-        dtype=dtype,
+        dtype=DTYPES[cfg.dtype],
         device=device,
         train_output=cfg.model.train_output,
         alpha=cfg.model.alpha,
@@ -103,10 +138,10 @@ def build(cfg: Any, run_dir: str | Path) -> Run:
     )
     lr, eta = initial_lr(cfg, model, X)
     opt = cfg.optim
+    batch_size = n if opt.name == "gd" else check_batch_size(opt.batch_size, n)
     if opt.name == "gd":
         batches = full_batch
     else:
-        batch_size = check_batch_size(opt.batch_size, n)
         sampler = SAMPLERS[opt.sampling]
 
         def batches(n: int, g: torch.Generator) -> list[torch.Tensor]:
@@ -125,16 +160,6 @@ def build(cfg: Any, run_dir: str | Path) -> Run:
         generator=torch.Generator().manual_seed(cfg.seed * 1000 + BATCH_STREAM),
         lr=lr,
     )
-    logger = RunLogger(run_dir)
-    tracker = NTKTracker(method=cfg.ntk.method, every=cfg.ntk.every)
-    callbacks = [
-        WeightMetrics(),
-        tracker,
-        *diagnostics(logger, full_batch_gd=opt.name == "gd" and opt.momentum == 0),
-        DivergenceGuard(cfg.divergence_factor),
-        Checkpointer(run_dir),
-        LogWriter(logger),
-    ]
     hparams = {
         "model": cfg.model.name,
         "width": cfg.model.width,
@@ -145,7 +170,7 @@ def build(cfg: Any, run_dir: str | Path) -> Run:
         "optim": opt.name,
         "lr": lr,
         "lr_theory": eta,
-        "batch_size": n if opt.name == "gd" else check_batch_size(opt.batch_size, n),
+        "batch_size": batch_size,
         "momentum": opt.momentum,
         "schedule": opt.schedule,
         "train_output": cfg.model.train_output,
@@ -158,35 +183,156 @@ def build(cfg: Any, run_dir: str | Path) -> Run:
         "device": str(device),
         "dtype": cfg.dtype,
     }
-    return Run(state, batches, logger, callbacks, tracker, hparams)
+    return state, batches, hparams
+
+
+def _resume_payload(checkpointer: Checkpointer, cfg: Any, device: torch.device) -> dict | None:
+    """last.pt, checked against this command's config; None when the run never saved one."""
+    if not checkpointer.last_path.exists():
+        return None
+    payload = checkpointer.load(device)
+    diff = first_difference(payload.get("config", {}), checkpointer.config)
+    if diff:
+        key, saved, now = diff
+        raise ConfigError(
+            f"{key}={now!r}: the run in {checkpointer.dir.parent} was started with "
+            f"{key}={saved!r}; resume it with its own settings, or pass overwrite=true to "
+            "start a new run there"
+        )
+    return payload
+
+
+def build(cfg: Any, run_dir: str | Path, resume: bool = False) -> Run:
+    """Everything a run needs; with `resume`, continued from checkpoints/last.pt if present."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    state, batches, hparams = _make_state(cfg, device)
+    checkpointer = Checkpointer(run_dir, cfg.checkpoint_every, config=run_config(cfg))
+    payload = _resume_payload(checkpointer, cfg, device) if resume else None
+    if resume and payload is None:
+        log.warning("no checkpoint in %s: starting the run again from epoch 0", checkpointer.dir)
+        clear_records(run_dir)
+    resume_after = None if payload is None else int(payload["epoch"])
+    logger = RunLogger(run_dir, resume_after=resume_after)
+    tracker = NTKTracker(method=cfg.ntk.method, every=cfg.ntk.every)
+    guard = DivergenceGuard(cfg.divergence_factor)
+    full_batch_gd = cfg.optim.name == "gd" and cfg.optim.momentum == 0
+    callbacks = [
+        WeightMetrics(),
+        tracker,
+        *diagnostics(logger, full_batch_gd=full_batch_gd),
+        guard,
+        LogWriter(logger),
+    ]
+    # Last, after the LogWriter: a checkpoint of epoch t never runs ahead of its records.
+    callbacks.append(checkpointer)
+    checkpointer.callbacks = callbacks
+    if payload is not None:
+        checkpointer.restore(payload, state)
+        log.info("resuming %s from epoch %d", run_dir, resume_after)
+    return Run(state, batches, logger, callbacks, tracker, guard, hparams, payload is not None)
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def summarize(run: Run, result: TrainResult) -> dict[str, Any]:
     last: dict[str, Any] = {}
     metrics_path = run.logger.metrics_path
     if metrics_path.exists():
-        import json
-
         for line in metrics_path.read_text().splitlines():
             last.update(json.loads(line))
-    return {
+    summary = {
         "status": result.status,
         "message": result.message,
         "epochs_run": result.epochs_run,
-        "final_loss": result.final_loss if result.final_loss == result.final_loss else None,
+        "final_loss": _finite(result.final_loss),
         "final": last,
+        "divergence": run.guard.report(),
         "ntk_method": run.tracker.method,
         "hparams": run.hparams,
         "wall_time_s": result.wall_time_s,
     }
+    if result.status == "interrupted":
+        summary["signal"] = result.signal
+    return summary
 
 
-def run_experiment(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
-    """Build, train and write summary.json; returns the summary."""
-    t0 = time.perf_counter()
-    run = build(cfg, run_dir)
+# What a run writes into its folder; .hydra/ and Hydra's log belong to Hydra.
+RECORDS = ("metrics.jsonl", "summary.json", "tb", "checkpoints")
+FINISHED = ("completed", "diverged")
+
+
+def prior_status(run_dir: str | Path) -> str | None:
+    """The status of a run already in the folder ("completed", "interrupted", … or
+    "unfinished" when it stopped without a summary); None when the folder holds no run."""
+    run_dir = Path(run_dir)
+    if not any((run_dir / name).exists() for name in RECORDS):
+        return None
     try:
-        result = fit(run.state, run.batches, run.callbacks)
+        return json.loads((run_dir / "summary.json").read_text())["status"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unfinished"
+
+
+def clear_records(run_dir: str | Path) -> None:
+    """Remove a previous run's records (not Hydra's .hydra/ of this launch)."""
+    for name in RECORDS:
+        path = Path(run_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _plan(cfg: Any, run_dir: Path, resume_may_start: bool) -> str:
+    """ "fresh", "resume" or "finished" (resume=true on a run that already ended), after
+    refusing to touch a folder that holds a run unless told to overwrite or resume it."""
+    prior = prior_status(run_dir)
+    if prior is None:
+        if cfg.resume and not resume_may_start:
+            raise ConfigError(
+                f"resume=true: {run_dir} holds no run to continue; name the stopped run's "
+                "folder with hydra.run.dir=PATH, or drop resume=true to start a new run"
+            )
+        return "fresh"
+    if cfg.overwrite:
+        clear_records(run_dir)
+        return "fresh"
+    if not cfg.resume:
+        raise ConfigError(
+            f"resume=false: the run folder {run_dir} already holds a run (status {prior}); "
+            "pass resume=true to continue it, overwrite=true to replace it, or choose "
+            "another folder"
+        )
+    return "finished" if prior in FINISHED else "resume"
+
+
+def run_experiment(
+    cfg: Any, run_dir: str | Path, *, resume_may_start: bool = False
+) -> dict[str, Any]:
+    """Build, train and write summary.json; returns the summary.
+
+    A folder that already holds a run is refused unless `overwrite` (start again) or `resume`
+    (continue from checkpoints/last.pt; a finished run is left as it is). `resume_may_start`
+    lets resume=true start a run in an empty folder (a sweep's jobs that never ran)."""
+    t0 = time.perf_counter()
+    validate(cfg)
+    run_dir = Path(run_dir)
+    plan = _plan(cfg, run_dir, resume_may_start)
+    if plan == "finished":
+        log.info("%s already holds a finished run; nothing to resume", run_dir)
+        return json.loads((run_dir / "summary.json").read_text())
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for leftover in folder.glob(".*.tmp"):
+            leftover.unlink()  # a write killed before its rename; the file it replaced is intact
+    try:
+        run = build(cfg, run_dir, resume=plan == "resume")
+    except CheckpointError as err:
+        raise ConfigError(f"resume=true: {err}") from None
+    try:
+        result = fit(run.state, run.batches, run.callbacks, resume=run.resumed)
     finally:
         run.logger.close()
     summary = summarize(run, result)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,7 +62,9 @@ class TrainState:
     K: torch.Tensor | None = None
     K0: torch.Tensor | None = None
     spectrum: object | None = None
+    wall_time_s: float = 0.0  # training time spent before this process (restored on resume)
     _grads: list[torch.Tensor] | None = None
+    _started: float = field(default_factory=time.perf_counter)
 
     @property
     def n(self) -> int:
@@ -77,6 +81,56 @@ class TrainState:
         self._grads = None
         with torch.no_grad():
             self.loss = float(mse(self.model, self.X, self.y))
+
+    def elapsed(self) -> float:
+        """Training wall time so far, across every process that worked on this run."""
+        return self.wall_time_s + time.perf_counter() - self._started
+
+    def state_dict(self) -> dict[str, object]:
+        """The loop's state at the end of epoch `epoch`: with the callbacks' state, all a run
+        needs to continue bitwise. Tensors (on the CPU) and plain values only; W and v at the
+        top level. `lr` is the step size epoch `epoch + 1` will use."""
+        return {
+            **_to_cpu(self.model.state_dict()),
+            # the output weights v (m,) even where the trained parameter is a = √m v
+            "v": self.model.v.detach().cpu().clone(),
+            "epoch": self.epoch,
+            "lr": self.next_lr,
+            "loss": self.loss,
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "schedule": _to_cpu(self.schedule.state_dict()),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            # Only when this process already uses CUDA: asking would initialise it.
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "wall_time_s": self.elapsed(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`'s output (tensors may sit on any device)."""
+        self.model.load_state_dict({k: state[k] for k in self.model.state_dict()})
+        opt = dict(state["optimizer"])
+        opt["buffers"] = [None if b is None else b.to(self.X.device) for b in opt["buffers"]]
+        self.optimizer.load_state_dict(opt)
+        self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["generator"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        self.epoch = int(state["epoch"])
+        self.lr = self.next_lr = float(state["lr"])
+        self.wall_time_s = float(state["wall_time_s"])
+
+
+def _to_cpu(obj: object) -> object:
+    """A copy of nested dicts/lists/tuples with every tensor detached and on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 class Callback:
@@ -102,6 +156,7 @@ class TrainResult:
     final_loss: float
     wall_time_s: float
     message: str = ""
+    signal: str | None = None  # "SIGINT"/"SIGTERM" for an interrupted run
 
 
 def _fire(callbacks: Sequence[Callback], event: str, state: TrainState) -> None:
@@ -122,33 +177,76 @@ def run_epoch(state: TrainState, batches: Batches) -> None:
         state._grads = None
 
 
-def fit(
-    state: TrainState, batches: Batches, callbacks: Sequence[Callback] = (), start_epoch: int = 0
-) -> TrainResult:
-    """Train from W_{start_epoch} to W_{epochs}; epoch 0's callbacks fire only on a fresh start."""
-    t0 = time.perf_counter()
-    state.epoch = start_epoch
+class StopSignals:
+    """SIGINT/SIGTERM during training ask the loop to stop once the current epoch is done and
+    recorded (a second signal acts as it would without this). The loop turns the request into
+    `state.stop = "interrupted"` at the epoch boundary, so no callback sees a half-stopped
+    epoch and the records match an uninterrupted run's. Installed in the main thread only."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is not None:  # asked twice: stop waiting for the epoch
+            self.__exit__()
+            signal.raise_signal(signum)
+            return
+        self.received = signal.Signals(signum)
+
+
+def _epoch(state: TrainState, batches: Batches, callbacks: Sequence[Callback]) -> None:
+    """Epoch t = state.epoch + 1: the update, L(W_t), the callbacks, then the next step size."""
+    run_epoch(state, batches)
+    state.epoch += 1
+    state.K = state.spectrum = None
     state.evaluate()
-    _fire(callbacks, "on_train_start", state)
-    if start_epoch == 0:
-        state.metrics = {"loss/train": state.loss, "optim/lr": state.lr}
-        _fire(callbacks, "on_epoch_end", state)
-    for epoch in range(start_epoch + 1, state.epochs + 1):
-        if state.stop:
-            break
-        run_epoch(state, batches)
-        state.epoch = epoch
-        state.K = state.spectrum = None
+    state.metrics = {"loss/train": state.loss, "optim/lr": state.lr}
+    state.next_lr = state.schedule.step(state.loss)
+    _fire(callbacks, "on_epoch_end", state)
+    state.lr = state.next_lr
+
+
+def fit(
+    state: TrainState, batches: Batches, callbacks: Sequence[Callback] = (), resume: bool = False
+) -> TrainResult:
+    """Train from W_{state.epoch} to W_{epochs}. A fresh run fires epoch 0's callbacks; a resumed
+    one (`resume=True`, state loaded from a checkpoint) continues after its epoch.
+
+    SIGINT/SIGTERM stop the run at the end of the current epoch with status "interrupted"."""
+    state._started = time.perf_counter()
+    with StopSignals() as signals:
         state.evaluate()
-        state.metrics = {"loss/train": state.loss, "optim/lr": state.lr}
-        state.next_lr = state.schedule.step(state.loss)
-        _fire(callbacks, "on_epoch_end", state)
-        state.lr = state.next_lr
-    _fire(callbacks, "on_train_end", state)
+        _fire(callbacks, "on_train_start", state)
+        if not resume:
+            state.epoch, state.next_lr = 0, state.lr
+            state.metrics = {"loss/train": state.loss, "optim/lr": state.lr}
+            _fire(callbacks, "on_epoch_end", state)
+        while state.epoch < state.epochs and not state.stop:
+            if signals.received is not None:
+                state.stop = "interrupted"
+                state.message = f"interrupted by {signals.received.name} after epoch {state.epoch}"
+                break
+            _epoch(state, batches, callbacks)
+        _fire(callbacks, "on_train_end", state)
     return TrainResult(
         status=state.stop or "completed",
         epochs_run=state.epoch,
         final_loss=state.loss,
-        wall_time_s=time.perf_counter() - t0,
+        wall_time_s=state.elapsed(),
         message=state.message,
+        signal=signals.received.name if state.stop == "interrupted" else None,
     )

@@ -1,0 +1,98 @@
+"""Atomic writes: a process killed between writing the temp file and renaming it leaves the
+previous file whole, and a resumed run ignores (and removes) the half-done temp file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from ntklab.callbacks import Checkpointer, CheckpointError
+from ntklab.logger import atomic_torch_save, atomic_write_text, temp_path
+
+RUN = ["epochs=24", "data.n=32", "model.width=64", "optim=sgd", "optim.batch_size=8",
+       "optim.momentum=0.9", "optim.lr=0.2", "checkpoint_every=5"]  # fmt: skip
+
+# Runs the real CLI, but SIGKILLs itself in atomic_torch_save between the temp write and the
+# rename of the second last.pt (epoch 10): the worst moment for a checkpoint.
+KILL_BEFORE_RENAME = textwrap.dedent(
+    """
+    import os, signal, sys
+    real_replace, writes = os.replace, []
+    def replace(src, dst):
+        if str(dst).endswith("last.pt"):
+            writes.append(dst)
+            if len(writes) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        real_replace(src, dst)
+    os.replace = replace
+    from ntklab.cli import main
+    sys.argv = ["ntklab", *sys.argv[1:]]
+    main()
+    """
+)
+
+
+# One thread per run: several runs share the machine, and torch's threads spin while they wait.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "ntklab", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
+
+
+def test_text_write_killed_before_rename_keeps_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    atomic_write_text(path, '{"status": "interrupted"}\n')
+
+    def die(src, dst):
+        raise KeyboardInterrupt  # stands for the process dying at this instant
+
+    monkeypatch.setattr("ntklab.logger.os.replace", die)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(path, '{"status": "completed"}\n')
+    assert json.loads(path.read_text()) == {"status": "interrupted"}
+    assert temp_path(path).exists()  # the new bytes never replaced the file
+    monkeypatch.undo()
+    atomic_write_text(path, '{"status": "completed"}\n')
+    assert json.loads(path.read_text()) == {"status": "completed"}
+    assert not temp_path(path).exists()
+
+
+def test_checkpoint_loader_rejects_a_torn_file_with_a_clear_message(tmp_path):
+    ckpt = Checkpointer(tmp_path)
+    ckpt.dir.mkdir()
+    atomic_torch_save({"W": torch.ones(2, 3), "epoch": 4}, ckpt.last_path)
+    assert ckpt.load()["epoch"] == 4
+    ckpt.last_path.write_bytes(ckpt.last_path.read_bytes()[:100])  # torn by a non-atomic tool
+    with pytest.raises(CheckpointError, match="last.pt cannot be loaded .*overwrite=true"):
+        ckpt.load()
+
+
+@pytest.mark.slow
+def test_sigkill_between_temp_write_and_rename(tmp_path):
+    reference, run_dir = tmp_path / "reference", tmp_path / "run"
+    assert cli(*RUN, f"hydra.run.dir={reference}").returncode == 0
+
+    cmd = [sys.executable, "-c", KILL_BEFORE_RENAME, *RUN, f"hydra.run.dir={run_dir}"]
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    last, tmp = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / ".last.pt.tmp"
+    assert tmp.exists()  # the new checkpoint was written but never renamed
+    assert torch.load(tmp, weights_only=True)["epoch"] == 10
+    assert torch.load(last, weights_only=True)["epoch"] == 5  # the previous one, whole
+
+    # Worse still: a temp file torn half-way. The loader never reads temp files.
+    tmp.write_bytes(tmp.read_bytes()[: tmp.stat().st_size // 2])
+    resumed = cli(*RUN, f"hydra.run.dir={run_dir}", "resume=true")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "from epoch 5" in resumed.stdout + resumed.stderr
+    assert not tmp.exists()
+    assert (run_dir / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes()

@@ -1,0 +1,131 @@
+"""Bad input through the real CLI: each gives one clear message naming the key (and the fix),
+a non-zero exit status and no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+FAST = ["epochs=2", "model.width=8"]
+
+# CSV files written into the test's folder; "{dir}" in an override is that folder.
+CSV = {
+    "empty.csv": "",
+    "header_only.csv": "x1,x2,y\n",
+    "ragged.csv": "1,2,3\n4,5\n",
+    "text.csv": "x,y\n1,2\n3,abc\n",
+    "nan.csv": "1,2,3\n4,nan,6\n",
+    "inf.csv": "1,2,3\n4,5,inf\n",
+    "one_column.csv": "y\n1\n2\n",
+    "huge.csv": "1e39,1\n2,3\n",
+    "good.csv": "1,2,3\n4,5,6\n",
+    "binary.csv": b"\xff\xfe\x00\x01\x80",
+}
+
+# (id, overrides, what the message must contain, exit status: 2 ours, 1 Hydra's own).
+CASES = [
+    ("width_zero", ["model.width=0"], "model.width=0: must be a positive integer", 2),
+    ("width_not_int", ["model.width=abc"], "full_key: model.width", 1),
+    ("slope_one", ["model.negative_slope=1.0"], "model.negative_slope=1.0: must lie in [0, 1)", 2),
+    ("lr_zero", ["optim.lr=0"], "optim.lr=0: must be a positive finite number or 'auto'", 2),
+    ("lr_nan", ["optim.lr=nan"], "optim.lr=nan", 2),
+    ("lr_text", ["optim.lr=fast"], "optim.lr='fast': must be a positive number or 'auto'", 2),
+    ("lr_bool", ["optim.lr=true"], "optim.lr=True", 2),
+    ("batch_zero", ["optim=sgd", "optim.batch_size=0"], "optim.batch_size=0", 2),
+    ("batch_over_n", ["optim=sgd", "data.n=16", "optim.batch_size=17"], "=17: exceeds", 2),
+    ("momentum_one", ["optim.momentum=1.0"], "optim.momentum=1.0: must lie in [0, 1)", 2),
+    ("unknown_model", ["model=resnet"], "Could not find 'model/resnet'", 1),
+    ("unknown_ntk_method", ["ntk.method=magic"], "ntk.method='magic': unknown; choose", 2),
+    ("n_zero", ["data.n=0"], "data.n=0: must be a positive integer", 2),
+    ("d_zero", ["data.d=0"], "data.d=0: must be a positive integer", 2),
+    ("epochs_negative", ["epochs=-1"], "epochs=-1: must be ≥ 0", 2),
+    ("seed_negative", ["seed=-3"], "seed=-3: must be an integer ≥ 0", 2),
+    ("unknown_device", ["device=tpu"], "device='tpu': unknown; choose one of auto, cpu, cuda", 2),
+    ("unknown_dtype", ["dtype=float16"], "dtype='float16': unknown", 2),
+    ("factor_below_one", ["divergence_factor=0.5"], "divergence_factor=0.5: must be > 1", 2),
+    ("checkpoint_negative", ["checkpoint_every=-1"], "checkpoint_every=-1", 2),
+    ("resume_and_overwrite", ["resume=true", "overwrite=true"], "overwrite=True: cannot", 2),
+    ("unknown_key", ["learning_rate=0.1"], "Key 'learning_rate' not in 'Config'", 1),
+    ("bad_interpolation", ["seed=${nope}"], "seed: Interpolation key 'nope' not found", 2),
+    ("csv_no_path", ["data=csv"], "data.path=None: data=csv needs data.path=FILE", 2),
+    ("csv_missing", ["data=csv", "data.path={dir}/nope.csv"], "nope.csv: no such file", 2),
+    ("csv_directory", ["data=csv", "data.path={dir}"], "is a directory, not a CSV file", 2),
+    ("csv_empty", ["data=csv", "data.path={dir}/empty.csv"], "the file is empty", 2),
+    ("csv_header_only", ["data=csv", "data.path={dir}/header_only.csv"], "no data rows", 2),
+    ("csv_ragged", ["data=csv", "data.path={dir}/ragged.csv"], "line 2 has 2 columns", 2),
+    ("csv_text", ["data=csv", "data.path={dir}/text.csv"], "column 2 holds 'abc'", 2),
+    ("csv_nan", ["data=csv", "data.path={dir}/nan.csv"], "column 2 holds 'nan'", 2),
+    ("csv_inf", ["data=csv", "data.path={dir}/inf.csv"], "column 3 holds 'inf'", 2),
+    ("csv_one_column", ["data=csv", "data.path={dir}/one_column.csv"], "a single column", 2),
+    ("csv_not_text", ["data=csv", "data.path={dir}/binary.csv"], "is not a UTF-8 text CSV", 2),
+    ("csv_overflow", ["data=csv", "data.path={dir}/huge.csv"], "dtype='float32': the data", 2),
+    ("csv_n_mismatch", ["data=csv", "data.path={dir}/good.csv", "data.n=5"], "data.n=5: the", 2),
+    ("resume_nothing", ["resume=true"], "resume=true: ", 2),
+]
+
+
+IDS = [c[0] for c in CASES]
+
+
+# One thread per run: several runs share the machine, and torch's threads spin while they wait.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "ntklab", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Every case of the table through the CLI, a few at a time (each is mostly start-up)."""
+    data_dir = tmp_path_factory.mktemp("data")
+    for name, content in CSV.items():
+        path = data_dir / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+    def run(case: tuple) -> tuple[subprocess.CompletedProcess, Path]:
+        run_dir = tmp_path_factory.mktemp(case[0])
+        args = [o.replace("{dir}", str(data_dir)) for o in case[1]]
+        return cli(*FAST, *args, f"hydra.run.dir={run_dir}"), run_dir
+
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+        return dict(zip(IDS, pool.map(run, CASES), strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, overrides, expected, code", CASES, ids=IDS)
+def test_bad_input_gives_one_clear_message(outcomes, case, overrides, expected, code):
+    done, run_dir = outcomes[case]
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert expected in done.stderr
+    if code == 2:  # ours: exactly one line, naming key=value and the fix
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("ntklab: error: ")
+        assert not (run_dir / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cuda_without_a_gpu(tmp_path):
+    done = cli(*FAST, "device=cuda", f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "device='cuda': no CUDA GPU is visible; use device=cpu or device=auto" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_bad_job_in_a_sweep_lets_the_others_run(tmp_path):
+    done = cli("-m", "epochs=2", "data.n=16", "model.width=0,8", f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "ntklab: error: model.width=0: must be a positive integer" in done.stderr
+    assert (tmp_path / "data.n=16,epochs=2,model.width=8" / "summary.json").exists()
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 20 and len({c[0] for c in CASES}) == len(CASES)
