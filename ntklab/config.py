@@ -64,6 +64,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "float32"  # float32 | float64
     divergence_factor: float = 1e6
+    threads: Optional[int] = None  # torch intra-op threads per run; null = torch's default
 
 
 def register_configs() -> None:
@@ -135,6 +136,8 @@ def validate(cfg: Any) -> None:
         _fail("epochs", cfg.epochs, "must be ≥ 0")
     _choice("device", cfg.device, DEVICES)
     _choice("dtype", cfg.dtype, DTYPES)
+    if cfg.threads is not None and cfg.threads <= 0:
+        _fail("threads", cfg.threads, "must be a positive integer, or null for torch's default")
     if not cfg.divergence_factor > 1:
         _fail("divergence_factor", cfg.divergence_factor, "must be > 1")
 

@@ -9,7 +9,14 @@ from typing import Any
 
 import torch
 
-from ntklab.callbacks import Checkpointer, DivergenceGuard, LogWriter, NTKTracker, WeightMetrics
+from ntklab.callbacks import (
+    Checkpointer,
+    DivergenceGuard,
+    LogWriter,
+    NTKTracker,
+    ProgressBar,
+    WeightMetrics,
+)
 from ntklab.config import ConfigError, check_batch_size, parse_lr, validate
 from ntklab.data import load_csv, make_synthetic
 from ntklab.logger import RunLogger
@@ -80,8 +87,12 @@ def initial_lr(cfg: Any, model: torch.nn.Module, X: torch.Tensor) -> tuple[float
     return (eta if lr == "auto" else float(lr)), eta
 
 
-def build(cfg: Any, run_dir: str | Path) -> Run:
+def build(cfg: Any, run_dir: str | Path, progress: bool = False) -> Run:
+    """`progress`: a progress bar on stderr when it is a terminal."""
     validate(cfg)
+    if cfg.threads is not None:
+        # Parallel sweep jobs share the cores: each job's torch gets its share, not all of them.
+        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     dtype = DTYPES[cfg.dtype]
     X, y = load_data(cfg.data, cfg.seed)
@@ -125,6 +136,7 @@ def build(cfg: Any, run_dir: str | Path) -> Run:
         tracker,
         DivergenceGuard(cfg.divergence_factor),
         Checkpointer(run_dir),
+        *([ProgressBar()] if progress else []),
         LogWriter(logger),
     ]
     hparams = {
@@ -144,6 +156,7 @@ def build(cfg: Any, run_dir: str | Path) -> Run:
         "ntk_method": cfg.ntk.method,
         "device": str(device),
         "dtype": cfg.dtype,
+        "threads": torch.get_num_threads(),
     }
     return Run(state, batches, logger, callbacks, tracker, hparams)
 
@@ -168,13 +181,18 @@ def summarize(run: Run, result: TrainResult) -> dict[str, Any]:
     }
 
 
-def run_experiment(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
-    """Build, train and write summary.json; returns the summary."""
+def run_experiment(cfg: Any, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Build, train and write summary.json; returns the summary. `progress`: a progress bar
+    on stderr when it is a terminal (the CLI turns it off inside sweep jobs)."""
     t0 = time.perf_counter()
-    run = build(cfg, run_dir)
+    run = build(cfg, run_dir, progress=progress)
+    run.logger.log_hparams(run.hparams)
+    status = "failed"
     try:
         result = fit(run.state, run.batches, run.callbacks)
+        status = result.status
     finally:
+        run.logger.end_hparams(status)
         run.logger.close()
     summary = summarize(run, result)
     summary["total_time_s"] = time.perf_counter() - t0
