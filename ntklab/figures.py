@@ -37,7 +37,7 @@ def _new(title: str, xlabel: str, ylabel: str) -> tuple[Figure, object]:
 
 def _x_axis(ax, sweep: Sweep) -> None:
     if sweep.x is None:
-        ax.set_xticks(range(len(sweep.jobs)), [j.name for j in sweep.jobs], rotation=30)
+        ax.set_xticks(range(len(sweep.jobs)), [sweep.name(j) for j in sweep.jobs], rotation=30)
     elif all(v > 0 for v in _positions(sweep, sweep.jobs)):
         ax.set_xscale("log")
 
@@ -81,7 +81,15 @@ def metric_figure(sweep: Sweep, folder: Path, name: str, title: str, cols, fit: 
     xlabel = sweep.x or "job"
     fig, ax = _new(title, xlabel, ", ".join(COLUMNS[c][0] for c, _ in cols))
     for label, xs, ys, style in _against_x(sweep, cols, fit):
-        ax.plot(xs, ys, style, label=label)
+        (line,) = ax.plot(xs, ys, style, label=label)
+        slope = loglog_slope(xs, ys) if fit and sweep.x else None
+        if slope is not None:  # the fitted power law through the points' geometric centre
+            pos = [(x, y) for x, y in zip(xs, ys, strict=True) if x > 0 and y > 0]
+            lx = [math.log(x) for x, _ in pos]
+            ly = [math.log(y) for _, y in pos]
+            c = sum(ly) / len(ly) - slope * sum(lx) / len(lx)
+            ends = [pos[0][0], pos[-1][0]]
+            ax.plot(ends, [math.exp(c) * x**slope for x in ends], ":", color=line.get_color())
     _x_axis(ax, sweep)
     if fit and sweep.x:
         ax.set_yscale("log")
@@ -101,7 +109,7 @@ def loss_curves(sweep: Sweep, folder: Path) -> str:
         steps, losses = job.curve("loss/train")
         if steps:
             style = "-" if job.status == "completed" else "--"
-            label = job.name if job.status == "completed" else f"{job.name} ({job.status})"
+            label = sweep.name(job) + ("" if job.status == "completed" else f" ({job.status})")
             ax.plot(steps, losses, style, color=cmap(norm(x)), label=label, lw=1.2)
     _log_y_if_positive(ax)
     if sweep.x is not None:

@@ -140,7 +140,12 @@ class Sweep:
     x: str | None
     series: list[str]
 
+    def name(self, job: Job) -> str:
+        """The job by its swept values alone, e.g. "model.width=64" (the folder when none)."""
+        return ", ".join(f"{k}={job.overrides.get(k)}" for k in self.swept) or job.name
+
     def label(self, job: Job) -> str:
+        """The job's series: its values of the swept keys other than x."""
         return ", ".join(f"{k}={job.overrides.get(k)}" for k in self.series) or "all runs"
 
     def groups(self) -> dict[str, list[Job]]:
