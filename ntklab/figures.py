@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from ntklab.report import COLUMNS, Job, Sweep, loglog_slope
 
@@ -38,8 +39,9 @@ def _new(title: str, xlabel: str, ylabel: str) -> tuple[Figure, object]:
 def _x_axis(ax, sweep: Sweep) -> None:
     if sweep.x is None:
         ax.set_xticks(range(len(sweep.jobs)), [sweep.name(j) for j in sweep.jobs], rotation=30)
-    elif all(v > 0 for v in _positions(sweep, sweep.jobs)):
+    elif all(v > 0 for v in _positions(sweep, [j for j in sweep.jobs if j.status == "completed"])):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
 
 
 def _log_y_if_positive(ax) -> None:
@@ -79,7 +81,7 @@ def _against_x(sweep: Sweep, tags: Sequence[tuple[str, str]], fit: bool) -> list
 
 def metric_figure(sweep: Sweep, folder: Path, name: str, title: str, cols, fit: bool) -> str:
     xlabel = sweep.x or "job"
-    fig, ax = _new(title, xlabel, ", ".join(COLUMNS[c][0] for c, _ in cols))
+    fig, ax = _new(title, xlabel, ", ".join(dict.fromkeys(COLUMNS[c][0] for c, _ in cols)))
     for label, xs, ys, style in _against_x(sweep, cols, fit):
         (line,) = ax.plot(xs, ys, style, label=label)
         slope = loglog_slope(xs, ys) if fit and sweep.x else None
@@ -102,8 +104,9 @@ def loss_curves(sweep: Sweep, folder: Path) -> str:
     """loss/train against epoch, one line per job coloured by x; unfinished runs dashed."""
     fig, ax = _new("Training loss (dashed: not completed)", "epoch", "loss/train")
     xs = _positions(sweep, sweep.jobs)
-    positive = sweep.x is not None and all(x > 0 for x in xs) and len(set(xs)) > 1
-    norm = LogNorm(min(xs), max(xs)) if positive else Normalize(min(xs), max(xs) or 1.0)
+    drawn = [x for x, job in zip(xs, sweep.jobs, strict=True) if job.records] or xs
+    positive = sweep.x is not None and all(x > 0 for x in drawn) and len(set(drawn)) > 1
+    norm = (LogNorm if positive else Normalize)(min(drawn), max(drawn))
     cmap = colormaps["viridis"]
     for x, job in zip(xs, sweep.jobs, strict=True):
         steps, losses = job.curve("loss/train")

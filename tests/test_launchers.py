@@ -127,3 +127,11 @@ def test_launcher_presets_compose(preset, keys):
     assert preset.split("_")[-1].lower() in launcher._target_.lower()
     for key, value in keys.items():
         assert launcher[key] == value
+
+
+def test_threads_must_be_positive(tmp_path):
+    cmd = [sys.executable, "-m", "ntklab", "threads=0", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "threads=0: must be a positive integer" in proc.stderr
+    assert "Traceback" not in proc.stderr

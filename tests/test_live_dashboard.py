@@ -45,6 +45,11 @@ def scalars(base: str, run: str, tag: str) -> list[list[float]]:
     return get(base, f"/data/plugin/scalars/scalars?{query}") or []
 
 
+def last_step(base: str, run: str, tag: str) -> int | None:
+    points = scalars(base, run, tag)
+    return points[-1][1] if points else None
+
+
 def tensorboard_command(logdir: Path, port: int) -> list[str]:
     exe = Path(sys.executable).with_name("tensorboard")
     program = [str(exe)] if exe.exists() else [shutil.which("tensorboard") or "tensorboard"]
@@ -91,6 +96,7 @@ def test_tensorboard_follows_a_live_run_and_lists_its_hparams(tmp_path):
                 "data.n=16",
                 "data.d=8",
                 "model.width=32",
+                "threads=1",
                 f"hydra.run.dir={run_dir}",
             ],  # fmt: skip
             stdout=subprocess.DEVNULL,
