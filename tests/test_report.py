@@ -44,7 +44,11 @@ def power_sweep(root: Path) -> None:
             root,
             {"model.width": m, "epochs": 3},
             "completed",
-            **{"weights/max_neuron_dist": 3 * m**-0.5, "ntk/rel_change": 2 * m**-0.75},
+            **{
+                "weights/max_neuron_dist": 3 * m**-0.5,
+                "ntk/rel_change": 2 * m**-0.75,
+                "ntk/lambda_min_inf": 0.2,
+            },  # fmt: skip
         )
     outlier = {"weights/max_neuron_dist": 50.0, "ntk/rel_change": 50.0}
     make_job(root, {"model.width": 4096, "epochs": 3}, "diverged", **outlier)
@@ -76,6 +80,7 @@ def test_report_lists_every_job_and_fits_only_completed_runs(tmp_path):
     assert float(by_width[64]["max_neuron_dist"]) == pytest.approx(3 * 64**-0.5)
     assert float(by_width[64]["lambda_min_init"]) == pytest.approx(0.1)
     assert float(by_width[64]["lambda_min_final"]) == pytest.approx(0.11)
+    assert float(by_width[64]["lambda_min_inf"]) == pytest.approx(0.2)
     assert by_width[64]["last_step"] == "3"
     assert by_width[2048]["message"] == "failed on purpose"
     report = path.read_text()
