@@ -11,36 +11,25 @@ from __future__ import annotations
 import shlex
 import signal
 import sys
+import traceback
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from ntklab.config import ConfigError, register_configs
 from ntklab.data import DataError
+from ntklab.logger import write_failed_summary
 
 register_configs()
 
 EXIT_BAD_INPUT = 2
 # Flags a resumed command must not repeat, and the folder flags it sets itself.
 _RESUME_DROPS = ("resume", "overwrite", "hydra.run.dir", "hydra.sweep.dir")
-
-
-class JobFailed(CompactHydraException):
-    """A sweep job that failed: Hydra runs the other jobs, then prints this one line and
-    exits 1 (a plain `sys.exit` inside a job would end the whole sweep at once)."""
-
-
-def _stop(code: int, message: str, multirun: bool) -> NoReturn:
-    if multirun:
-        raise JobFailed(f"ntklab: {message}")
-    _say(message)
-    sys.exit(code)
 
 
 def _one_line(err: Exception) -> str:
@@ -71,9 +60,10 @@ def _report(cfg: DictConfig, summary: dict, run_dir: Path, multirun: bool) -> fl
         # Ends a sweep too: the signal was meant for the whole process.
         sys.exit(128 + signal.Signals[summary["signal"]].value)
     if status == "diverged":
-        if cfg.divergence_exit_code:
-            _stop(cfg.divergence_exit_code, summary["message"], multirun)
         _say(summary["message"])
+        # In a sweep the other jobs go on; SweepReport exits with this code at the end.
+        if cfg.divergence_exit_code and not multirun:
+            sys.exit(cfg.divergence_exit_code)
     return loss
 
 
@@ -86,7 +76,19 @@ def main(cfg: DictConfig) -> float | None:
     multirun = hc.mode == RunMode.MULTIRUN
     try:
         # In a sweep, resume=true also starts the jobs that never ran.
-        summary = run_experiment(cfg, run_dir, resume_may_start=multirun)
+        summary = run_experiment(cfg, run_dir, resume_may_start=multirun, progress=not multirun)
     except (ConfigError, DataError, OmegaConfBaseException) as err:
-        _stop(EXIT_BAD_INPUT, f"error: {_one_line(err)}", multirun)
+        _say(f"error: {_one_line(err)}")
+        if not multirun:
+            sys.exit(EXIT_BAD_INPUT)
+        write_failed_summary(run_dir, _one_line(err))
+        return None
+    except Exception as err:
+        if not multirun:
+            raise
+        # A sweep goes on: the job is recorded as failed, the report lists it and the
+        # sweep exits non-zero at its end (ntklab.hydra_callbacks.SweepReport).
+        traceback.print_exc()
+        write_failed_summary(run_dir, f"{type(err).__name__}: {err}")
+        return None
     return _report(cfg, summary, run_dir, multirun)

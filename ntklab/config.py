@@ -84,6 +84,7 @@ class Config:
     checkpoint_every: int = 10  # write checkpoints/last.pt every N epochs (0: only at the end)
     resume: bool = False  # continue the run in hydra.run.dir from checkpoints/last.pt
     overwrite: bool = False  # replace a run already in the folder
+    threads: Optional[int] = None  # torch intra-op threads per run; null = torch's default
 
 
 def register_configs() -> None:
@@ -168,6 +169,8 @@ def validate(cfg: Any) -> None:
         _fail("seed", cfg.seed, "must be an integer ≥ 0")
     _choice("device", cfg.device, DEVICES)
     _choice("dtype", cfg.dtype, DTYPES)
+    if cfg.threads is not None and cfg.threads <= 0:
+        _fail("threads", cfg.threads, "must be a positive integer, or null for torch's default")
     _validate_run_control(cfg)
 
 

@@ -19,6 +19,7 @@ from ntklab.callbacks import (
     DivergenceGuard,
     LogWriter,
     NTKTracker,
+    ProgressBar,
     WeightMetrics,
 )
 from ntklab.config import (
@@ -182,6 +183,7 @@ def _make_state(cfg: Any, device: torch.device) -> tuple[TrainState, Any, dict[s
         "ntk_method": cfg.ntk.method,
         "device": str(device),
         "dtype": cfg.dtype,
+        "threads": torch.get_num_threads(),
     }
     return state, batches, hparams
 
@@ -202,9 +204,13 @@ def _resume_payload(checkpointer: Checkpointer, cfg: Any, device: torch.device) 
     return payload
 
 
-def build(cfg: Any, run_dir: str | Path, resume: bool = False) -> Run:
-    """Everything a run needs; with `resume`, continued from checkpoints/last.pt if present."""
+def build(cfg: Any, run_dir: str | Path, resume: bool = False, progress: bool = False) -> Run:
+    """Everything a run needs; with `resume`, continued from checkpoints/last.pt if present.
+    `progress`: a progress bar on stderr when it is a terminal."""
     validate(cfg)
+    if cfg.threads is not None:
+        # Parallel sweep jobs share the cores: each job's torch gets its share, not all of them.
+        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     state, batches, hparams = _make_state(cfg, device)
     checkpointer = Checkpointer(run_dir, cfg.checkpoint_every, config=run_config(cfg))
@@ -222,6 +228,7 @@ def build(cfg: Any, run_dir: str | Path, resume: bool = False) -> Run:
         tracker,
         *diagnostics(logger, full_batch_gd=full_batch_gd),
         guard,
+        *([ProgressBar()] if progress else []),
         LogWriter(logger),
     ]
     # Last, after the LogWriter: a checkpoint of epoch t never runs ahead of its records.
@@ -310,13 +317,14 @@ def _plan(cfg: Any, run_dir: Path, resume_may_start: bool) -> str:
 
 
 def run_experiment(
-    cfg: Any, run_dir: str | Path, *, resume_may_start: bool = False
+    cfg: Any, run_dir: str | Path, *, resume_may_start: bool = False, progress: bool = True
 ) -> dict[str, Any]:
     """Build, train and write summary.json; returns the summary.
 
     A folder that already holds a run is refused unless `overwrite` (start again) or `resume`
     (continue from checkpoints/last.pt; a finished run is left as it is). `resume_may_start`
-    lets resume=true start a run in an empty folder (a sweep's jobs that never ran)."""
+    lets resume=true start a run in an empty folder (a sweep's jobs that never ran).
+    `progress`: a progress bar on stderr when it is a terminal (off inside sweep jobs)."""
     t0 = time.perf_counter()
     validate(cfg)
     run_dir = Path(run_dir)
@@ -328,12 +336,17 @@ def run_experiment(
         for leftover in folder.glob(".*.tmp"):
             leftover.unlink()  # a write killed before its rename; the file it replaced is intact
     try:
-        run = build(cfg, run_dir, resume=plan == "resume")
+        run = build(cfg, run_dir, resume=plan == "resume", progress=progress)
     except CheckpointError as err:
         raise ConfigError(f"resume=true: {err}") from None
+    if not run.resumed:  # a resumed run keeps the records its first start wrote
+        run.logger.log_hparams(run.hparams)
+    status = "failed"
     try:
         result = fit(run.state, run.batches, run.callbacks, resume=run.resumed)
+        status = result.status
     finally:
+        run.logger.end_hparams(status)
         run.logger.close()
     summary = summarize(run, result)
     summary["total_time_s"] = time.perf_counter() - t0

@@ -12,6 +12,18 @@ from typing import IO
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+# Tags the HParams dashboard shows next to the hyper-parameters (each run's last logged value).
+HPARAM_METRICS = (
+    "loss/train",
+    "ntk/lambda_min",
+    "ntk/lambda_max",
+    "ntk/rel_change",
+    "weights/max_neuron_dist",
+    "weights/rel_dist_from_init",
+    "pl/mu",
+)
 
 
 def temp_path(path: Path) -> Path:
@@ -126,6 +138,37 @@ class RunLogger:
         """TensorBoard's custom-scalars layout {category: {chart: ["Multiline", [tag regexes]]}}."""
         self.writer.add_custom_scalars(layout)
 
+    def log_hparams(self, hparams: dict[str, object], metrics: tuple[str, ...] = HPARAM_METRICS):
+        """Hyper-parameters into this run's own tb/ folder (not the subfolder `add_hparams`
+        makes), so the HParams dashboard lists every run of a sweep in one table. Metrics are
+        named by tag: the dashboard shows each run's last logged value of them."""
+        values = {
+            k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()
+        }
+        exp, ssi, _ = hparams_summaries(values, dict.fromkeys(metrics, 0.0))
+        for summary in (exp, ssi):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.flush()
+
+    def end_hparams(self, status: str) -> None:
+        """The session's end: success for a completed run, failure otherwise (diverged…)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+        code = "STATUS_SUCCESS" if status == "completed" else "STATUS_FAILURE"
+        content = plugin_data_pb2.HParamsPluginData(
+            session_end_info=plugin_data_pb2.SessionEndInfo(status=api_pb2.Status.Value(code)),
+            version=metadata.PLUGIN_DATA_VERSION,
+        )
+        plugin = SummaryMetadata.PluginData(
+            plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()
+        )
+        value = Summary.Value(
+            tag=metadata.SESSION_END_INFO_TAG, metadata=SummaryMetadata(plugin_data=plugin)
+        )
+        self.writer.file_writer.add_summary(Summary(value=[value]))
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
@@ -136,3 +179,14 @@ class RunLogger:
         path = self.run_dir / "summary.json"
         atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return path
+
+
+def write_failed_summary(run_dir: str | os.PathLike, message: str) -> Path:
+    """summary.json for a job that raised before writing its own: status `failed` and why,
+    so a sweep report lists it (a run's own summary is never overwritten)."""
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"status": "failed", "message": message, "final": {}, "hparams": {}}
+        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return path

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
 
 from ntklab.config import ConfigError, register_configs, validate
 
@@ -35,9 +36,16 @@ def overrides_for(group, option):
 @pytest.mark.parametrize("group, option", list(group_options()))
 def test_every_config_composes_and_validates(group, option):
     with initialize_config_module(config_module="ntklab.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides_for(group, option))
-    OmegaConf.to_container(cfg, resolve=True)
-    validate(cfg)
+        cfg = compose(
+            config_name="config", overrides=overrides_for(group, option), return_hydra_config=True
+        )
+        # ${hydra:...} interpolations (launcher presets) resolve against the composed hydra node
+        HydraConfig.instance().set_config(cfg)
+        job = cfg.copy()
+        with open_dict(job):
+            del job["hydra"]
+        OmegaConf.to_container(job, resolve=True)
+        validate(job)
 
 
 def test_default_config_is_the_documented_experiment():

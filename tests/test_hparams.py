@@ -1,0 +1,58 @@
+"""Every run writes its hyper-parameters into its own tb/ folder for the HParams dashboard."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+
+def run(tmp_path, *overrides: str) -> dict:
+    cmd = [sys.executable, "-m", "ntklab", "data.n=8", "data.d=4", "model.width=16", *overrides]
+    proc = subprocess.run(cmd + [f"hydra.run.dir={tmp_path}"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((tmp_path / "summary.json").read_text())
+
+
+def hparams_records(tb_dir) -> dict[str, plugin_data_pb2.HParamsPluginData]:
+    acc = EventAccumulator(str(tb_dir))
+    acc.Reload()
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    return {tag: plugin_data_pb2.HParamsPluginData.FromString(c) for tag, c in content.items()}
+
+
+def value(v):
+    return v.string_value if v.HasField("string_value") else v.number_value
+
+
+def test_hparams_and_metrics_sit_in_the_runs_own_folder(tmp_path):
+    summary = run(tmp_path, "epochs=3", "optim.lr=0.5")
+    tb = tmp_path / "tb"
+    assert [p for p in tb.iterdir() if p.is_dir()] == []  # no add_hparams subfolder
+    records = hparams_records(tb)
+    start = records[metadata.SESSION_START_INFO_TAG].session_start_info
+    logged = {k: value(v) for k, v in start.hparams.items()}
+    expected = summary["hparams"]
+    assert logged["width"] == 16 and logged["optim"] == "gd" and logged["model"] == "leaky_relu"
+    for key in ("lr", "negative_slope", "n", "d", "seed", "momentum"):
+        assert logged[key] == pytest.approx(expected[key])
+    experiment = records[metadata.EXPERIMENT_TAG].experiment
+    metrics = {m.name.tag for m in experiment.metric_infos}
+    assert {"loss/train", "ntk/lambda_min", "weights/max_neuron_dist"} <= metrics
+    # The metrics the table shows are the run's own scalars: their last value is the final one.
+    acc = EventAccumulator(str(tb))
+    acc.Reload()
+    assert acc.Scalars("loss/train")[-1].value == pytest.approx(summary["final"]["loss/train"])
+    end = records[metadata.SESSION_END_INFO_TAG].session_end_info
+    assert end.status == api_pb2.Status.Value("STATUS_SUCCESS")
+
+
+def test_a_diverged_run_ends_its_session_as_a_failure(tmp_path):
+    summary = run(tmp_path, "epochs=40", "optim.lr=1000")
+    assert summary["status"] == "diverged"
+    end = hparams_records(tmp_path / "tb")[metadata.SESSION_END_INFO_TAG].session_end_info
+    assert end.status == api_pb2.Status.Value("STATUS_FAILURE")
