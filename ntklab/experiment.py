@@ -14,9 +14,7 @@ from ntklab.config import ConfigError, check_batch_size, parse_lr, validate
 from ntklab.data import load_csv, make_synthetic
 from ntklab.logger import RunLogger
 from ntklab.models import build_model
-from ntklab.ntk import empirical_ntk
 from ntklab.optim import SAMPLERS, SCHEDULES, HeavyBall, full_batch
-from ntklab.spectrum import dense_spectrum
 from ntklab.theory import theory_lr
 from ntklab.train import TrainResult, TrainState, fit
 
@@ -72,9 +70,11 @@ class Run:
     hparams: dict[str, Any]
 
 
-def initial_lr(cfg: Any, model: torch.nn.Module, X: torch.Tensor) -> tuple[float, float]:
+def initial_lr(
+    cfg: Any, model: torch.nn.Module, X: torch.Tensor, tracker: NTKTracker
+) -> tuple[float, float]:
     """The step size to use and the theory step n / (2 λ_max(K_0)) it is compared with."""
-    lam_max = dense_spectrum(empirical_ntk(model, X, method=cfg.ntk.method)).lambda_max
+    lam_max = tracker.lambda_max(model, X)
     eta = theory_lr(lam_max, X.shape[0])
     lr = parse_lr(cfg.optim.lr)
     return (eta if lr == "auto" else float(lr)), eta
@@ -96,7 +96,9 @@ def build(cfg: Any, run_dir: str | Path) -> Run:
         dtype=dtype,
         device=device,
     )
-    lr, eta = initial_lr(cfg, model, X)
+    ntk = cfg.ntk
+    tracker = NTKTracker(ntk.method, ntk.every, ntk.memory_budget_mb, ntk.tol, ntk.max_iter)
+    lr, eta = initial_lr(cfg, model, X, tracker)
     opt = cfg.optim
     if opt.name == "gd":
         batches = full_batch
@@ -119,7 +121,6 @@ def build(cfg: Any, run_dir: str | Path) -> Run:
         lr=lr,
     )
     logger = RunLogger(run_dir)
-    tracker = NTKTracker(method=cfg.ntk.method, every=cfg.ntk.every)
     callbacks = [
         WeightMetrics(),
         tracker,
@@ -141,7 +142,7 @@ def build(cfg: Any, run_dir: str | Path) -> Run:
         "momentum": opt.momentum,
         "epochs": cfg.epochs,
         "seed": cfg.seed,
-        "ntk_method": cfg.ntk.method,
+        "ntk_method": tracker.method,
         "device": str(device),
         "dtype": cfg.dtype,
     }
