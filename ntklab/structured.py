@@ -67,12 +67,13 @@ def uniform_square(v: torch.Tensor) -> float | None:
 
 
 def _int_mm_fits(A: torch.Tensor, Bt: torch.Tensor) -> bool:
-    """torch._int_mm's shape rules: CUDA wants > 16 rows and multiples of 8 elsewhere."""
+    """torch._int_mm's shape rules: CUDA wants > 16 rows and multiples of 8 elsewhere; on
+    the CPU an inner size of 1 returns garbage (torch 2.13), so tiny slabs take the float path."""
     if not hasattr(torch, "_int_mm"):
         return False
     if A.device.type == "cuda":
         return A.shape[0] > 16 and A.shape[1] % 8 == 0 and Bt.shape[1] % 8 == 0
-    return A.device.type == "cpu"
+    return A.device.type == "cpu" and A.shape[1] >= 8
 
 
 def count_matmul(A: torch.Tensor, Bt: torch.Tensor) -> torch.Tensor:
