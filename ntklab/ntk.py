@@ -37,7 +37,7 @@ def structured_ntvp(
     X: torch.Tensor, W: torch.Tensor, v: torch.Tensor, negative_slope: float, u: torch.Tensor
 ) -> torch.Tensor:
     """K u without forming K: ((S ⊙ (X (Xᵀ (S ⊙ u)))) v²) summed over neurons. u (n,) → (n,)."""
-    return StructuredOperator(X, W, v, negative_slope, dtype=X.dtype, cache_elements=0)(u)
+    return StructuredOperator(X, W, v, negative_slope, dtype=X.dtype, cache_bytes=0)(u)
 
 
 def _trainable(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

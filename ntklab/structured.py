@@ -188,11 +188,12 @@ def structured_ntk(
 
 
 class StructuredOperator:
-    """u ↦ K u for K = (X Xᵀ) ⊙ (S diag(v²) Sᵀ) without forming K (THEORY.md identity 4):
-    K u = (S ⊙ (X (Xᵀ (S ⊙ u)))) v², one neuron slab at a time. O(n·m·d) per product.
+    """u ↦ K u for K = (X Xᵀ) ⊙ M, M = S diag(v²) Sᵀ, without forming K (THEORY.md identity 4).
 
-    The slopes S are kept (at most `cache_elements` of them) so repeated products skip
-    recomputing X Wᵀ; products run in `dtype` (float64 by default, for eigenvalues).
+    Written as K u = Σ_a x_a ⊙ M (x_a ⊙ u) (x_a the a-th column of X), so one product is two
+    GEMMs through the neurons, R = Sᵀ (X ⊙ u) (m, d) then S (v² ⊙ R) (n, d): O(n·m·d), with
+    no elementwise pass over an (n, m) array. The slopes S are kept in `dtype` (float64 by
+    default, for eigenvalues) when n·m of them fit `cache_bytes`, else recomputed per slab.
     """
 
     def __init__(
@@ -204,7 +205,7 @@ class StructuredOperator:
         *,
         chunk: int | None = None,
         dtype: torch.dtype = torch.float64,
-        cache_elements: int = 2**27,
+        cache_bytes: int = 2**31,
     ) -> None:
         self.X, self.W = X.detach().to(dtype), W.detach().to(dtype)
         self.v2 = (v.detach().to(dtype)) ** 2
@@ -213,8 +214,8 @@ class StructuredOperator:
         self.chunk = chunk or default_chunk(self.n, m)
         self.starts = list(range(0, m, self.chunk))
         self.cache: list[torch.Tensor] | None = None
-        if self.n * m <= cache_elements:
-            self.cache = [self._slopes(k) for k in self.starts]
+        if self.n * m * self.X.element_size() <= cache_bytes:
+            self.cache = [self._slopes(i) for i in range(len(self.starts))]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -228,19 +229,23 @@ class StructuredOperator:
     def device(self) -> torch.device:
         return self.X.device
 
-    def _slopes(self, k: int) -> torch.Tensor:
+    def _slopes(self, i: int) -> torch.Tensor:
+        if self.cache is not None:
+            return self.cache[i]
+        k = self.starts[i]
         with exact_matmul():
             return activation_slopes(self.X, self.W[k : k + self.chunk], self.eps)
 
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
         """K u for u (n,) or (n, b): same shape back, in self.dtype."""
         U = u.to(self.dtype).reshape(self.n, -1)
-        out = torch.zeros_like(U)
+        n, b, d = self.n, U.shape[1], self.X.shape[1]
+        XU = (U[:, :, None] * self.X[:, None, :]).reshape(n, b * d)  # columns x_a ⊙ u_j
+        MXU = torch.zeros_like(XU)
         with exact_matmul(), torch.no_grad():
             for i, k in enumerate(self.starts):
-                S = self.cache[i] if self.cache is not None else self._slopes(k)
-                v2 = self.v2[k : k + self.chunk]
-                for j in range(U.shape[1]):
-                    A = self.X.T @ (S * U[:, j : j + 1])  # (d, chunk): Σ_i u_i S_ik x_i
-                    out[:, j] += ((self.X @ A) * S) @ v2
-        return out.reshape(u.shape)
+                S = self._slopes(i)  # (n, chunk)
+                R = S.T @ XU  # (chunk, b·d)
+                MXU.addmm_(S, R.mul_(self.v2[k : k + self.chunk, None]))
+        Ku = (MXU.reshape(n, b, d) * self.X[:, None, :]).sum(dim=2)
+        return Ku.reshape(u.shape)

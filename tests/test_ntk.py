@@ -115,7 +115,7 @@ def test_float32_counts_agree_with_float64_reference() -> None:
 def test_structured_operator_products(cache: int) -> None:
     model, X = net(5, 53), data(31, 5)
     ref = explicit_ntk(model, X)
-    op = StructuredOperator(X, model.W, model.v, 0.1, chunk=8, cache_elements=cache)
+    op = StructuredOperator(X, model.W, model.v, 0.1, chunk=8, cache_bytes=cache)
     u = data(31, 1, seed=4).reshape(-1)
     U = data(31, 3, seed=5)
     assert rel(op(u), ref @ u) < 1e-12
