@@ -44,8 +44,9 @@ def default_chunk(n: int, m: int) -> int:
 
 
 def default_block(n: int) -> int:
-    """Rows per block: about four blocks (10 of 16 computed by symmetry), never tiny ones."""
-    return max(MIN_BLOCK, -(-n // 4))
+    """Rows per block: about four blocks (10 of 16 computed by symmetry), never tiny ones,
+    a multiple of 64 (GPU int8 kernels want multiples of 8)."""
+    return max(MIN_BLOCK, -(-n // 256) * 64)
 
 
 def row_blocks(n: int, block: int) -> list[slice]:
@@ -80,7 +81,10 @@ def count_matmul(A: torch.Tensor, Bt: torch.Tensor) -> torch.Tensor:
     """A @ Bt for 0/1 int8 matrices as exact int32 counts: int8 kernels where the device has
     them, else a float32 product (exact while the inner size is below 2**24)."""
     if _int_mm_fits(A, Bt):
-        return torch._int_mm(A, Bt)
+        try:
+            return torch._int_mm(A, Bt)
+        except RuntimeError:  # a layout this device's int8 kernel refuses: same counts below
+            pass
     return (A.to(torch.float32) @ Bt.to(torch.float32)).to(torch.int32)
 
 

@@ -142,3 +142,19 @@ def test_auto_picks_matrix_free_on_a_tiny_budget() -> None:
     assert choose_method(model, X, budget_bytes=1e9) == "structured"
     assert choose_method(model, X, budget_bytes=1e3) == "ntvp"
     assert choose_method(TwoLayer(4, 8), X, budget_bytes=1e9) == "jacobian"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_gpu_kernels_match_the_cpu(dtype: torch.dtype) -> None:
+    """On a GPU (int8 tensor-core counts, TF32 off) the kernel and products match the CPU."""
+    model, X = net(24, 700), torch.nn.functional.normalize(data(300, 24), dim=1)
+    ref = structured_ntk(X, model.W.detach(), model.v, 0.1)
+    Xg, Wg, vg = (t.to("cuda", dtype) for t in (X, model.W.detach(), model.v))
+    K = structured_ntk(Xg, Wg, vg, 0.1, chunk=256, block=128)
+    assert K.device.type == "cuda"
+    assert rel(K.cpu().to(F64), ref) < (1e-10 if dtype == F64 else 1e-6)
+    u = data(300, 1, seed=3).reshape(-1)
+    Ku = StructuredOperator(Xg, Wg, vg, 0.1)(u.to("cuda"))
+    assert rel(Ku.cpu(), ref @ u) < (1e-10 if dtype == F64 else 1e-6)
