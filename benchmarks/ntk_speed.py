@@ -227,27 +227,27 @@ def fmt_time(t: float) -> str:
     return "—" if not math.isfinite(t) else f"{t:.3g} s"
 
 
-def print_table(rows: list[dict], device: str) -> None:
+def print_header() -> None:
+    print("| workload | ntklab (median) | baseline (same process) | ratio | peak memory | notes |")
+    print("| --- | --- | --- | --- | --- | --- |", flush=True)
+
+
+def print_row(r: dict) -> None:
+    """One table row, printed as soon as its case finishes (a killed run keeps the others)."""
+    if "error" in r:
+        print(f"| {r['workload']} | error | | | | {r['error']} |", flush=True)
+        return
+    ratio = r["baseline"] / r["time"] if math.isfinite(r["baseline"]) else math.nan
+    if not math.isfinite(ratio):
+        ratio_s = "—"
+    else:
+        ratio_s = f"{ratio:.1f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× the baseline time"
+    peak = "—" if not math.isfinite(r["peak"]) else f"{r['peak'] / GiB:.2f} GiB"
     print(
-        "\n| workload | ntklab (median) | baseline (same process) | ratio | peak memory | notes |"
+        f"| {r['workload']} | {fmt_time(r['time'])} | {fmt_time(r['baseline'])} | {ratio_s} "
+        f"| {peak} | {r['note']} |",
+        flush=True,
     )
-    print("| --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        if "error" in r:
-            print(f"| {r['workload']} | error | | | | {r['error']} |")
-            continue
-        ratio = r["baseline"] / r["time"] if math.isfinite(r["baseline"]) else math.nan
-        ratio_s = (
-            "—"
-            if not math.isfinite(ratio)
-            else (f"{ratio:.1f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× the baseline time")
-        )
-        peak = "—" if not math.isfinite(r["peak"]) else f"{r['peak'] / GiB:.2f} GiB"
-        print(
-            f"| {r['workload']} | {fmt_time(r['time'])} | {fmt_time(r['baseline'])} | {ratio_s} "
-            f"| {peak} | {r['note']} |"
-        )
-    print(f"\ndevice {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
 
 
 def parse() -> argparse.Namespace:
@@ -286,7 +286,7 @@ def main() -> int:
         str(a.max_iter),
     ]
     CHILD_ARGS.extend(["--quick"] if a.quick else [])
-    rows = []
+    print_header()
     for name in a.cases.split(","):
         if name not in CASES:
             print(f"unknown case {name!r}; choose from {', '.join(CASES)}", file=sys.stderr)
@@ -294,9 +294,9 @@ def main() -> int:
         t0 = time.perf_counter()
         r = run_child(["--child", name])
         r.setdefault("workload", name)
-        rows.append(r)
+        print_row(r)
         print(f"{name}: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    print_table(rows, a.device)
+    print(f"\ndevice {a.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     return 0
 
 
