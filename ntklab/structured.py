@@ -33,9 +33,9 @@ def exact_matmul() -> Iterator[None]:
 
 
 # Working-set sizes (elements): an (n, chunk) slab of pre-activations, and row blocks of at
-# least 512 rows (smaller int8 blocks fall off the fast int8 kernels on this CPU).
+# least 1024 rows (each block product has a fixed cost that small blocks do not repay).
 SLAB_ELEMENTS = 2**24
-MIN_BLOCK = 512
+MIN_BLOCK = 1024
 
 
 def default_chunk(n: int, m: int) -> int:
@@ -44,8 +44,8 @@ def default_chunk(n: int, m: int) -> int:
 
 
 def default_block(n: int) -> int:
-    """Rows per block: about four blocks (10 of 16 computed by symmetry), never tiny ones,
-    a multiple of 64 (GPU int8 kernels want multiples of 8)."""
+    """Rows per block: at most four blocks (10 of 16 products computed, by symmetry) and
+    none below MIN_BLOCK rows; a multiple of 64 (GPU int8 kernels want multiples of 8)."""
     return max(MIN_BLOCK, -(-n // 256) * 64)
 
 
@@ -134,18 +134,17 @@ def coactivation_counts(X: torch.Tensor, W: torch.Tensor, chunk: int, block: int
 def _counts_kernel(
     X: torch.Tensor, W: torch.Tensor, s: float, eps: float, chunk: int, block: int
 ) -> torch.Tensor:
-    """K_ij = (x_i·x_j) · s(a C_ij + r_i + r_j), a = (1 − ε)², r = ε(1 − ε)c + mε²/2,
-    block by block on the upper triangle (each block is cache-sized), then mirrored."""
-    n, m, dt = X.shape[0], W.shape[0], X.dtype
+    """K_ij = (x_i·x_j) · s(a C_ij + r_i + r_j), a = (1 − ε)², r = ε(1 − ε)c + mε²/2.
+    The elementwise steps run on the whole matrix in place (few large ops beat many small
+    ones, above all on a busy machine); the unset lower blocks are overwritten by the mirror."""
+    m, dt = W.shape[0], X.dtype
     C = coactivation_counts(X, W, chunk, block)
     c = torch.diagonal(C).to(dt)
     r = (s * eps * (1.0 - eps)) * c + s * m * eps * eps / 2
-    a = s * (1.0 - eps) ** 2
-    K = C.view(dt) if dt == torch.float32 else torch.empty(n, n, dtype=dt, device=X.device)
-    for I, J in upper_pairs(n, block):
-        M = C[I, J].to(dt).mul_(a).add_(r[I, None]).add_(r[None, J])
-        K[I, J] = M.mul_(X[I] @ X[J].T)
-    return symmetrize_upper(K)
+    K = C.to(dt).mul_(s * (1.0 - eps) ** 2)
+    del C
+    K.add_(r[:, None]).add_(r[None, :]).mul_(X @ X.T)
+    return symmetrize_upper(K)  # exactly symmetric even where X Xᵀ's rounding is not
 
 
 def _float_kernel(
