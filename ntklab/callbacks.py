@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -12,8 +13,8 @@ from typing import TextIO
 import torch
 
 from ntklab.logger import RunLogger, atomic_torch_save
-from ntklab.ntk import empirical_ntk
-from ntklab.spectrum import dense_spectrum
+from ntklab.ntk import MATRIX_FREE, choose_method, empirical_ntk, ntk_operator
+from ntklab.spectrum import ExtremeEig, dense_spectrum, lanczos
 from ntklab.theory import pl_mu
 from ntklab.train import Callback, TrainState
 
@@ -49,12 +50,40 @@ class WeightMetrics(Callback):
 
 class NTKTracker(Callback):
     """K_t = JᵀJ every `every` epochs (and always at epoch 0 and the last epoch): its extreme
-    eigenvalues in float64, its relative change from K_0 and the PL constant μ_t."""
+    eigenvalues in float64, its relative change from K_0 and the PL constant μ_t.
 
-    def __init__(self, method: str = "structured", every: int = 1) -> None:
-        self.method, self.every = method, int(every)
+    `method` is a key of ntk.METHODS. Dense methods form K (shared on the train state);
+    "ntvp" never forms it: λ_max and λ_min come from Lanczos on u ↦ K u (tolerance `tol` on
+    the relative residual, at most `max_iter` products, warm-started from the previous
+    tracked epoch's eigenvectors), and ntk/rel_change is not logged (it needs K_t − K_0).
+    "auto" picks dense when the kernel and its eigvalsh fit `memory_budget_mb`.
+    After the first use `method` names the method that actually ran.
+    """
+
+    def __init__(
+        self,
+        method: str = "structured",
+        every: int = 1,
+        memory_budget_mb: float = 2048.0,
+        tol: float = 1e-4,
+        max_iter: int = 500,
+    ) -> None:
+        self.requested = self.method = method
+        self.every = int(every)
+        self.budget = float(memory_budget_mb) * 2**20
+        self.tol, self.max_iter = float(tol), int(max_iter)
         self.K0: torch.Tensor | None = None
+        self.vectors: dict[str, torch.Tensor] = {}  # warm starts: "max", "min"
         self.last: dict[str, float] = {}
+
+    def resolve(self, model: torch.nn.Module, X: torch.Tensor) -> str:
+        if self.requested == "auto":
+            self.method = choose_method(model, X, self.budget)
+        return self.method
+
+    @property
+    def matrix_free(self) -> bool:
+        return self.method in MATRIX_FREE
 
     def due(self, state: TrainState) -> bool:
         if self.every <= 0:
@@ -63,33 +92,99 @@ class NTKTracker(Callback):
             state.epoch % self.every == 0 or state.epoch == state.epochs or state.stop is not None
         )
 
+    def on_train_start(self, state: TrainState) -> None:
+        self.resolve(state.model, state.X)
+        if self.matrix_free and self.every > 0:
+            warnings.warn(
+                f"ntk.method={self.method}: K is never formed, so ntk/rel_change "
+                "(‖K_t − K_0‖_F / ‖K_0‖_F) is not logged",
+                stacklevel=2,
+            )
+
+    def lambda_max(self, model: torch.nn.Module, X: torch.Tensor) -> float:
+        """λ_max(K) of `model` on X by the resolved method (for the theory step size)."""
+        if self.resolve(model, X) in MATRIX_FREE:
+            return self._lanczos(ntk_operator(model, X), X, largest=True).value
+        return dense_spectrum(empirical_ntk(model, X, method=self.method)).lambda_max
+
+    def _lanczos(self, apply, X: torch.Tensor, largest: bool) -> ExtremeEig:
+        key = "max" if largest else "min"
+        eig = lanczos(
+            apply,
+            X.shape[0],
+            largest=largest,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            v0=self.vectors.get(key),
+            device=X.device,
+        )
+        self.vectors[key] = eig.vector
+        return eig
+
     def on_epoch_end(self, state: TrainState) -> None:
         if not self.due(state):
             return
+        self.resolve(state.model, state.X)
+        metrics = self._matrix_free(state) if self.matrix_free else self._dense(state)
+        alpha = getattr(state.model, "alpha", 1.0)
+        metrics["pl/mu"] = pl_mu(metrics["ntk/lambda_min"], state.n, alpha)
+        # κ is only meaningful when λ_min rises above round-off; otherwise it is not logged.
+        if metrics["ntk/lambda_min_resolved"]:
+            metrics["ntk/condition_number"] = metrics["ntk/lambda_max"] / metrics["ntk/lambda_min"]
+        state.metrics.update(metrics)
+        self.last = metrics
+
+    def _dense(self, state: TrainState) -> dict[str, float]:
         K = empirical_ntk(state.model, state.X, method=self.method)
         if self.K0 is None:
             self.K0 = K
         spec = dense_spectrum(K)
         state.K, state.K0, state.spectrum = K, self.K0, spec
-        metrics = {
+        return {
             "ntk/lambda_min": spec.lambda_min,
             "ntk/lambda_max": spec.lambda_max,
             "ntk/rel_change": float((K - self.K0).norm() / self.K0.norm()),
             "ntk/roundoff_floor": spec.roundoff,
             "ntk/lambda_min_resolved": float(spec.resolved),
-            "pl/mu": pl_mu(spec.lambda_min, state.n, getattr(state.model, "alpha", 1.0)),
         }
-        # κ is only meaningful when λ_min rises above round-off; otherwise it is not logged.
-        if spec.resolved:
-            metrics["ntk/condition_number"] = spec.lambda_max / spec.lambda_min
-        state.metrics.update(metrics)
-        self.last = metrics
+
+    def _matrix_free(self, state: TrainState) -> dict[str, float]:
+        apply = ntk_operator(state.model, state.X)
+        top = self._lanczos(apply, state.X, largest=True)
+        bottom = self._lanczos(apply, state.X, largest=False)
+        converged = top.converged and bottom.converged
+        if not converged:
+            warnings.warn(
+                f"epoch {state.epoch}: Lanczos did not reach ntk.tol={self.tol:g} in "
+                f"ntk.max_iter={self.max_iter} products (relative residuals "
+                f"{top.residual / abs(top.value):.2g} for λ_max, "
+                f"{bottom.residual / abs(bottom.value):.2g} for λ_min); "
+                "raise ntk.max_iter or ntk.tol",
+                stacklevel=2,
+            )
+        floor = state.n * torch.finfo(torch.float64).eps * abs(top.value)
+        return {
+            "ntk/lambda_min": bottom.value,
+            "ntk/lambda_max": top.value,
+            "ntk/roundoff_floor": floor,
+            "ntk/lambda_min_resolved": float(bottom.value > floor),
+            "ntk/eig_converged": float(converged),
+            "ntk/eig_iterations": float(top.iterations + bottom.iterations),
+        }
 
     def state_dict(self) -> dict[str, object]:
-        return {"K0": self.K0, "last": dict(self.last)}
+        return {
+            "method": self.method,
+            "K0": self.K0,
+            "last": dict(self.last),
+            **{f"v_{k}": v for k, v in self.vectors.items()},
+        }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        self.K0, self.last = state["K0"], dict(state["last"])
+        self.method = str(state.get("method", self.method))
+        self.K0 = state.get("K0")
+        self.last = dict(state.get("last", {}))
+        self.vectors = {k[2:]: v for k, v in state.items() if k.startswith("v_") and v is not None}
 
 
 class DivergenceGuard(Callback):

@@ -57,7 +57,10 @@ class OptimConfig:
 @dataclass
 class NTKConfig:
     every: int = 1  # 0 turns tracking off
-    method: str = "structured"
+    method: str = "structured"  # structured | jacobian | ntvp (matrix-free) | auto
+    memory_budget_mb: float = 2048.0  # auto: dense when K and its eigvalsh fit in this
+    tol: float = 1e-4  # ntvp: Lanczos stops at ‖K x − θ x‖ ≤ tol·|θ|
+    max_iter: int = 500  # ntvp: at most this many products K u per eigenvalue
 
 
 @dataclass
@@ -163,6 +166,12 @@ def validate(cfg: Any) -> None:
     _choice("ntk.method", cfg.ntk.method, METHODS)
     if cfg.ntk.every < 0:
         _fail("ntk.every", cfg.ntk.every, "must be ≥ 0 (0 turns NTK tracking off)")
+    if not cfg.ntk.memory_budget_mb > 0:
+        _fail("ntk.memory_budget_mb", cfg.ntk.memory_budget_mb, "must be a positive number")
+    if not 0 < cfg.ntk.tol < 1:
+        _fail("ntk.tol", cfg.ntk.tol, "must lie in (0, 1), e.g. 1e-4")
+    if cfg.ntk.max_iter < 1:
+        _fail("ntk.max_iter", cfg.ntk.max_iter, "must be a positive integer, e.g. 500")
     if cfg.epochs < 0:
         _fail("epochs", cfg.epochs, "must be ≥ 0")
     if cfg.seed < 0:

@@ -34,9 +34,7 @@ from ntklab.data import DataError, load_csv, make_synthetic
 from ntklab.diagnostics import diagnostics
 from ntklab.logger import RunLogger
 from ntklab.models import build_model
-from ntklab.ntk import empirical_ntk
 from ntklab.optim import SAMPLERS, SCHEDULES, HeavyBall, full_batch
-from ntklab.spectrum import dense_spectrum
 from ntklab.theory import theory_lr
 from ntklab.train import TrainResult, TrainState, fit, trainable
 
@@ -99,9 +97,11 @@ class Run:
     resumed: bool = False
 
 
-def initial_lr(cfg: Any, model: torch.nn.Module, X: torch.Tensor) -> tuple[float, float]:
+def initial_lr(
+    cfg: Any, model: torch.nn.Module, X: torch.Tensor, tracker: NTKTracker
+) -> tuple[float, float]:
     """The step size to use and the theory step n / (2 λ_max(K_0)) it is compared with."""
-    lam_max = dense_spectrum(empirical_ntk(model, X, method=cfg.ntk.method)).lambda_max
+    lam_max = tracker.lambda_max(model, X)
     eta = theory_lr(lam_max, X.shape[0], getattr(model, "alpha", 1.0))
     lr = parse_lr(cfg.optim.lr)
     return (eta if lr == "auto" else float(lr)), eta
@@ -120,8 +120,9 @@ def _to_run_device(X: torch.Tensor, y: torch.Tensor, cfg: Any, device: torch.dev
     return X, y
 
 
-def _make_state(cfg: Any, device: torch.device) -> tuple[TrainState, Any, dict[str, Any]]:
-    """The loop's starting state, its minibatch rule and the run's hyper-parameters."""
+def _make_state(cfg: Any, device: torch.device) -> tuple[TrainState, Any, NTKTracker, dict]:
+    """The loop's starting state, its minibatch rule, the NTK tracker (it already gave the
+    theory step) and the run's hyper-parameters."""
     X, y = _to_run_device(*load_data(cfg.data, cfg.seed), cfg, device)
     n, d = X.shape
     model = build_model(
@@ -137,7 +138,9 @@ def _make_state(cfg: Any, device: torch.device) -> tuple[TrainState, Any, dict[s
         center=cfg.model.center,
         parameterization=cfg.model.parameterization,
     )
-    lr, eta = initial_lr(cfg, model, X)
+    ntk = cfg.ntk
+    tracker = NTKTracker(ntk.method, ntk.every, ntk.memory_budget_mb, ntk.tol, ntk.max_iter)
+    lr, eta = initial_lr(cfg, model, X, tracker)
     opt = cfg.optim
     batch_size = n if opt.name == "gd" else check_batch_size(opt.batch_size, n)
     if opt.name == "gd":
@@ -180,12 +183,12 @@ def _make_state(cfg: Any, device: torch.device) -> tuple[TrainState, Any, dict[s
         "parameterization": cfg.model.parameterization,
         "epochs": cfg.epochs,
         "seed": cfg.seed,
-        "ntk_method": cfg.ntk.method,
+        "ntk_method": tracker.method,
         "device": str(device),
         "dtype": cfg.dtype,
         "threads": torch.get_num_threads(),
     }
-    return state, batches, hparams
+    return state, batches, tracker, hparams
 
 
 def _resume_payload(checkpointer: Checkpointer, cfg: Any, device: torch.device) -> dict | None:
@@ -212,7 +215,7 @@ def build(cfg: Any, run_dir: str | Path, resume: bool = False, progress: bool = 
         # Parallel sweep jobs share the cores: each job's torch gets its share, not all of them.
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    state, batches, hparams = _make_state(cfg, device)
+    state, batches, tracker, hparams = _make_state(cfg, device)
     checkpointer = Checkpointer(run_dir, cfg.checkpoint_every, config=run_config(cfg))
     payload = _resume_payload(checkpointer, cfg, device) if resume else None
     if resume and payload is None:
@@ -220,7 +223,6 @@ def build(cfg: Any, run_dir: str | Path, resume: bool = False, progress: bool = 
         clear_records(run_dir)
     resume_after = None if payload is None else int(payload["epoch"])
     logger = RunLogger(run_dir, resume_after=resume_after)
-    tracker = NTKTracker(method=cfg.ntk.method, every=cfg.ntk.every)
     guard = DivergenceGuard(cfg.divergence_factor)
     full_batch_gd = cfg.optim.name == "gd" and cfg.optim.momentum == 0
     callbacks = [

@@ -1,57 +1,43 @@
-"""The empirical NTK K = JᵀJ (n, n) of a model on X: closed form, generic Jacobian, products."""
+"""The empirical NTK K = JᵀJ (n, n) of a model on X: every method, and K·u products."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from ntklab.structured import (
+    StructuredOperator,
+    activation_slopes,
+    exact_matmul,
+    structured_ntk,
+)
 
-@contextlib.contextmanager
-def exact_matmul() -> Iterator[None]:
-    """TF32 off while kernels are computed: its 10-bit mantissa would swamp λ_min."""
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
-
-def activation_slopes(X: torch.Tensor, W: torch.Tensor, negative_slope: float) -> torch.Tensor:
-    """S_ik = σ'(w_k·x_i) ∈ {1, ε}: (n, m)."""
-    Z = X @ W.T
-    one = torch.ones((), dtype=Z.dtype, device=Z.device)
-    return torch.where(Z >= 0, one, one * negative_slope)
-
-
-def structured_ntk(
-    X: torch.Tensor, W: torch.Tensor, v: torch.Tensor, negative_slope: float
-) -> torch.Tensor:
-    """Closed form K = (X Xᵀ) ⊙ (S diag(v²) Sᵀ) for h = <v, σ(W x)> with W trained: (n, n).
-
-    X (n, d), W (m, d), v (m,). Never forms J; O(n²(m + d)) time, O(n² + nm) memory.
-    """
-    with exact_matmul():
-        G = X @ X.T
-        if negative_slope == 1.0:
-            return G * (v @ v)
-        S = activation_slopes(X, W, negative_slope)
-        return G * ((S * (v * v)) @ S.T)
+__all__ = [
+    "DENSE_METHODS",
+    "METHODS",
+    "MATRIX_FREE",
+    "activation_slopes",
+    "choose_method",
+    "dense_bytes",
+    "empirical_ntk",
+    "exact_matmul",
+    "jacobian_ntk",
+    "ntk_operator",
+    "ntk_vector_product",
+    "structured_ntk",
+    "structured_ntvp",
+]
 
 
 def structured_ntvp(
     X: torch.Tensor, W: torch.Tensor, v: torch.Tensor, negative_slope: float, u: torch.Tensor
 ) -> torch.Tensor:
     """K u without forming K: ((S ⊙ (X (Xᵀ (S ⊙ u)))) v²) summed over neurons. u (n,) → (n,)."""
-    with exact_matmul():
-        S = activation_slopes(X, W, negative_slope)  # (n, m)
-        A = X.T @ (S * u[:, None])  # (d, m): column k is Σ_i u_i S_ik x_i
-        return ((X @ A) * S) @ (v * v)
+    return StructuredOperator(X, W, v, negative_slope, dtype=X.dtype, cache_bytes=0)(u)
 
 
 def _trainable(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -70,7 +56,8 @@ def _scalar_fn(model: nn.Module, frozen: dict[str, torch.Tensor]) -> Callable:
 
 def jacobian_ntk(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     """Generic K = Σ_p J_p J_pᵀ from per-sample Jacobians (vmap of jacrev), any scalar-output
-    module whose trainable parameters are J's rows: (n, n). Memory O(n·p)."""
+    module whose trainable parameters are J's rows: (n, n). Memory O(n·p). This is PyTorch's
+    NTK tutorial recipe, kept as the reference every faster method is tested against."""
     params, frozen = _trainable(model)
     f = _scalar_fn(model, frozen)
     with exact_matmul():
@@ -91,9 +78,17 @@ def ntk_vector_product(model: nn.Module, X: torch.Tensor, u: torch.Tensor) -> to
 
     with exact_matmul():
         _, pullback = vjp(h, params)
-        (Ju,) = pullback(u)  # J u: a tangent in parameter space
+        (Ju,) = pullback(u.to(X.dtype))  # J u: a tangent in parameter space
         _, Ku = jvp(h, (params,), (Ju,))
-    return Ku
+    return Ku.detach()
+
+
+def _w_only(model: nn.Module) -> bool:
+    """The closed forms hold for OneHiddenLayer-like nets whose only trained tensor is W
+    (and no output scale other than 1)."""
+    names = [k for k, p in model.named_parameters() if p.requires_grad]
+    has_attrs = all(hasattr(model, a) for a in ("W", "v", "negative_slope"))
+    return has_attrs and names == ["W"] and float(getattr(model, "alpha", 1.0)) == 1.0
 
 
 def output_layer_ntk(
@@ -128,15 +123,64 @@ def _structured(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     return model_structured_ntk(model, X)
 
 
-METHODS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
+def ntk_operator(
+    model: nn.Module, X: torch.Tensor, dtype: torch.dtype = torch.float64
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """u ↦ K u without forming K: the structured product for W-only one-hidden-layer nets
+    (products in `dtype`), else the generic VJP + JVP (in the model's dtype). u (n,) or (n, b)."""
+    if _w_only(model):
+        return StructuredOperator(X, model.W, model.v, model.negative_slope, dtype=dtype)
+
+    def generic(u: torch.Tensor) -> torch.Tensor:
+        U = u.reshape(X.shape[0], -1)
+        cols = [ntk_vector_product(model, X, U[:, j]) for j in range(U.shape[1])]
+        return torch.stack(cols, dim=1).reshape(u.shape)
+
+    return generic
+
+
+def _ntvp_dense(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
+    """K column block by column block from the matrix-free product (for tests and small n)."""
+    apply = ntk_operator(model, X, dtype=X.dtype)
+    n = X.shape[0]
+    eye = torch.eye(n, dtype=X.dtype, device=X.device)
+    K = torch.cat([apply(eye[:, j : j + 256]) for j in range(0, n, 256)], dim=1)
+    return ((K + K.T) / 2).to(X.dtype)
+
+
+DENSE_METHODS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
     "structured": _structured,
     "jacobian": jacobian_ntk,
 }
+# Methods that never need K: the tracker uses products u ↦ K u and iterative eigensolvers.
+MATRIX_FREE: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
+    "ntvp": _ntvp_dense,
+}
+# Every ntk.method a config may name; "auto" is resolved by the tracker from a memory budget.
+METHODS: dict[str, Callable | None] = {**DENSE_METHODS, **MATRIX_FREE, "auto": None}
 
 
 def empirical_ntk(model: nn.Module, X: torch.Tensor, method: str = "structured") -> torch.Tensor:
-    """The empirical NTK K = JᵀJ of `model` on X (n, d) by `method` (a key of METHODS): (n, n)."""
+    """The empirical NTK K = JᵀJ of `model` on X (n, d) by `method`: (n, n). "ntvp" builds K
+    from matrix-free products; "auto" uses the closed form where it applies, else jacobian."""
+    if method == "auto":
+        method = "structured" if _w_only(model) else "jacobian"
     if method not in METHODS:
         raise ValueError(f"ntk.method={method!r} is unknown; choose one of {sorted(METHODS)}")
-    with torch.no_grad() if method == "structured" else contextlib.nullcontext():
+    with torch.no_grad() if method != "jacobian" else contextlib.nullcontext():
         return METHODS[method](model, X)
+
+
+def dense_bytes(n: int, p: int, dtype: torch.dtype, method: str) -> int:
+    """Peak memory of a dense kernel and its float64 eigvalsh: K, its float64 copy and
+    LAPACK's workspace (~3 n² float64), int32 co-activation counts, and J (n, p) for jacobian."""
+    size = n * n * (torch.empty((), dtype=dtype).element_size() + 4 + 3 * 8)
+    return size + (n * p * 8 if method == "jacobian" else 0)
+
+
+def choose_method(model: nn.Module, X: torch.Tensor, budget_bytes: float) -> str:
+    """ntk.method=auto: the dense closed form (or jacobian where it does not apply) when the
+    kernel and its eigvalsh fit `budget_bytes`, else the matrix-free "ntvp"."""
+    dense = "structured" if _w_only(model) else "jacobian"
+    p = sum(q.numel() for q in model.parameters() if q.requires_grad)
+    return dense if dense_bytes(X.shape[0], p, X.dtype, dense) <= budget_bytes else "ntvp"

@@ -1,0 +1,71 @@
+"""The NTK tracker through the real CLI: matrix-free vs dense, auto's choice, reported failures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SMALL = ["epochs=3", "data.n=60", "data.d=5", "model.width=90", "dtype=float64"]
+
+
+def run(tmp_path: Path, name: str, *overrides: str) -> subprocess.CompletedProcess:
+    out = tmp_path / name
+    cmd = [sys.executable, "-m", "ntklab", *SMALL, *overrides, f"hydra.run.dir={out}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def records(tmp_path: Path, name: str) -> tuple[list[dict], dict]:
+    folder = tmp_path / name
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(x) for x in lines], json.loads((folder / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_matrix_free_tracking_agrees_with_dense(tmp_path: Path) -> None:
+    assert run(tmp_path, "dense", "ntk=structured").returncode == 0
+    proc = run(tmp_path, "free", "ntk=ntvp", "ntk.tol=1e-10")
+    assert proc.returncode == 0, proc.stderr
+    assert "ntk/rel_change" in proc.stderr  # the warning says what is not logged
+    dense, _ = records(tmp_path, "dense")
+    free, summary = records(tmp_path, "free")
+    assert summary["ntk_method"] == "ntvp" and summary["hparams"]["ntk_method"] == "ntvp"
+    for a, b in zip(dense, free, strict=True):
+        for tag in ("ntk/lambda_min", "ntk/lambda_max", "pl/mu", "ntk/condition_number"):
+            assert b[tag] == pytest.approx(a[tag], rel=1e-8)
+        assert "ntk/rel_change" not in b and b["ntk/eig_converged"] == 1.0
+
+
+@pytest.mark.slow
+def test_auto_chooses_by_the_memory_budget(tmp_path: Path) -> None:
+    assert run(tmp_path, "tiny", "ntk=auto", "ntk.memory_budget_mb=0.01").returncode == 0
+    assert run(tmp_path, "ample", "ntk=auto").returncode == 0
+    assert records(tmp_path, "tiny")[1]["ntk_method"] == "ntvp"
+    assert records(tmp_path, "ample")[1]["ntk_method"] == "structured"
+
+
+@pytest.mark.slow
+def test_unconverged_eigenvalues_are_logged_and_warned(tmp_path: Path) -> None:
+    proc = run(tmp_path, "cap", "ntk=ntvp", "ntk.max_iter=2", "ntk.tol=1e-12")
+    assert proc.returncode == 0, proc.stderr
+    assert "did not reach ntk.tol" in proc.stderr
+    metrics, _ = records(tmp_path, "cap")
+    assert all(r["ntk/eig_converged"] == 0.0 for r in metrics)
+    assert all(r["ntk/eig_iterations"] == 4.0 for r in metrics)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("ntk.tol=0", "ntk.tol"),
+        ("ntk.max_iter=0", "ntk.max_iter"),
+        ("ntk.method=fast", "ntk.method"),
+    ],
+)
+def test_bad_ntk_settings_name_the_key(tmp_path: Path, override: str, key: str) -> None:
+    proc = run(tmp_path, "bad", override)
+    assert proc.returncode != 0
+    assert key in proc.stderr and "Traceback" not in proc.stderr
