@@ -19,7 +19,6 @@ from ntklab.callbacks import (
     DivergenceGuard,
     LogWriter,
     NTKTracker,
-    ProgressBar,
     WeightMetrics,
 )
 from ntklab.config import (
@@ -35,6 +34,7 @@ from ntklab.diagnostics import diagnostics
 from ntklab.logger import RunLogger
 from ntklab.models import build_model
 from ntklab.optim import SAMPLERS, SCHEDULES, HeavyBall, full_batch
+from ntklab.progress import ProgressBar
 from ntklab.theory import theory_lr
 from ntklab.train import TrainResult, TrainState, fit, trainable
 

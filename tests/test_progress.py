@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from ntklab.callbacks import ProgressBar
+from ntklab.progress import ProgressBar
 from ntklab.train import TrainState
 
 
