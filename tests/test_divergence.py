@@ -116,3 +116,15 @@ def test_one_diverged_job_in_a_sweep_lets_the_others_finish(tmp_path):
         statuses[summary["hparams"]["lr"]] = (summary["status"], summary["epochs_run"])
     assert statuses[0.5] == ("completed", 30) and statuses[0.1] == ("completed", 30)
     assert statuses[1000.0][0] == "diverged" and statuses[1000.0][1] < 30
+
+
+@pytest.mark.slow
+def test_divergence_exit_code_in_a_sweep_comes_after_every_job_and_the_report(tmp_path):
+    done = cli(
+        "-m", *SMALL, "optim.lr=1000,0.5", "divergence_exit_code=3", f"hydra.sweep.dir={tmp_path}"
+    )
+    assert done.returncode == 3, done.stderr
+    assert "1 jobs diverged" in done.stderr and "Traceback" not in done.stderr
+    statuses = sorted(json.loads(p.read_text())["status"] for p in tmp_path.glob("*/summary.json"))
+    assert statuses == ["completed", "diverged"]
+    assert "diverged" in (tmp_path / "report.md").read_text()
