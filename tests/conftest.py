@@ -15,10 +15,11 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def run_cli(
-    *args: str, cwd: Path, timeout: float = 300, module: str = "ntklab"
+    *args: str, cwd: Path | None = None, timeout: float = 600, module: str = "ntklab"
 ) -> subprocess.CompletedProcess:
-    """`python -m ntklab ARGS` in `cwd`, as a user would type it; output captured."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    """`python -m ntklab ARGS` in `cwd`, as a user would type it; output captured.
+    One torch thread per run: test runs share the machine, and idle threads spin."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, "-m", module, *args],

@@ -16,6 +16,8 @@ import torch
 from ntklab.callbacks import Checkpointer, CheckpointError
 from ntklab.logger import atomic_torch_save, atomic_write_text, temp_path
 
+from conftest import run_cli
+
 RUN = ["epochs=24", "data.n=32", "model.width=64", "optim=sgd", "optim.batch_size=8",
        "optim.momentum=0.9", "optim.lr=0.2", "checkpoint_every=5"]  # fmt: skip
 
@@ -39,13 +41,9 @@ KILL_BEFORE_RENAME = textwrap.dedent(
 )
 
 
-# One thread per run: several runs share the machine, and torch's threads spin while they wait.
+# One thread per run, as conftest.run_cli does for the plain CLI runs.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "ntklab", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
+cli = run_cli
 
 
 def test_text_write_killed_before_rename_keeps_old_file(tmp_path, monkeypatch):

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,16 +16,12 @@ from ntklab.models import OneHiddenLayer
 from ntklab.optim import ConstantLR, HeavyBall
 from ntklab.train import TrainState
 
+from conftest import run_cli
+
 SMALL = ["epochs=30", "data.n=16", "model.width=32"]
 
 
-# One thread per run: several runs share the machine, and torch's threads spin while they wait.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "ntklab", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
+cli = run_cli
 
 
 def guard_on(losses: list[float], factor: float = 10.0) -> tuple[DivergenceGuard, TrainState]:

@@ -8,7 +8,6 @@ import itertools
 import json
 import math
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -19,6 +18,8 @@ from ntklab.data import sphere_points
 from ntklab.models import OneHiddenLayer
 from ntklab.ntk import empirical_ntk, jacobian_ntk, structured_ntk
 from ntklab.train import loss_and_grads, mse, trainable
+
+from conftest import run_cli
 
 register_configs()
 
@@ -112,12 +113,7 @@ def test_bad_options_are_refused() -> None:
 
 
 def _cli(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ntklab", f"hydra.run.dir={tmp_path}", *overrides],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(f"hydra.run.dir={tmp_path}", *overrides)
 
 
 @pytest.mark.parametrize(

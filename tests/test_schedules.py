@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -19,6 +18,8 @@ from ntklab.optim import (
     reshuffled,
     with_replacement,
 )
+
+from conftest import run_cli
 
 register_configs()
 
@@ -89,12 +90,7 @@ def test_with_replacement_draws_uniform_batches() -> None:
 
 
 def _cli(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ntklab", f"hydra.run.dir={tmp_path}", *overrides],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(f"hydra.run.dir={tmp_path}", *overrides)
 
 
 @pytest.mark.slow

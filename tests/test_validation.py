@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import run_cli
 
 FAST = ["epochs=2", "model.width=8"]
 
@@ -73,13 +74,7 @@ CASES = [
 IDS = [c[0] for c in CASES]
 
 
-# One thread per run: several runs share the machine, and torch's threads spin while they wait.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "ntklab", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
+cli = run_cli
 
 
 @pytest.fixture(scope="module")
