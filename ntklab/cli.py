@@ -3,7 +3,8 @@
 Exit status: 0 a completed run (and a diverged one, unless `divergence_exit_code` says
 otherwise); 2 a bad setting or data file, named in one line on stderr; 128 + the signal
 number (130 SIGINT, 143 SIGTERM) for a run stopped by a signal after saving its checkpoint;
-1 Hydra's own errors (unknown config group option or key, a value of the wrong type).
+1 Hydra's own errors (unknown config group option or key, a value of the wrong type), and a
+sweep with a failed job (after every job ran and the sweep report was written).
 """
 
 from __future__ import annotations
