@@ -68,6 +68,20 @@ CASES = [
     ("csv_overflow", ["data=csv", "data.path={dir}/huge.csv"], "dtype='float32': the data", 2),
     ("csv_n_mismatch", ["data=csv", "data.path={dir}/good.csv", "data.n=5"], "data.n=5: the", 2),
     ("resume_nothing", ["resume=true"], "resume=true: ", 2),
+    ("width_negative", ["model.width=-3"], "model.width=-3: must be a positive integer", 2),
+    ("lr_negative", ["optim.lr=-0.5"], "optim.lr=-0.5: must be a positive finite number", 2),
+    ("unknown_optim", ["optim=adam"], "Could not find 'optim/adam'", 1),
+    ("sampling_unknown", ["optim=sgd", "optim.sampling=strata"], "optim.sampling='strata'", 2),
+    ("schedule_unknown", ["optim.schedule=cosine"], "optim.schedule='cosine': unknown", 2),
+    ("patience_zero", ["optim.patience=0"], "optim.patience=0: must be a positive", 2),
+    ("factor_above_one", ["optim.factor=10"], "optim.factor=10.0: must lie in (0, 1)", 2),
+    ("decay_negative", ["optim.decay_epochs=-1"], "optim.decay_epochs=-1.0: must be", 2),
+    ("alpha_zero", ["model.alpha=0"], "model.alpha=0.0: must be a positive finite", 2),
+    ("param_unknown", ["model.parameterization=mup"], "model.parameterization='mup'", 2),
+    ("budget_zero", ["ntk.memory_budget_mb=0"], "ntk.memory_budget_mb=0.0: must be", 2),
+    ("tol_zero", ["ntk.tol=0"], "ntk.tol=0.0: must lie in (0, 1)", 2),
+    ("max_iter_zero", ["ntk.max_iter=0"], "ntk.max_iter=0: must be a positive integer", 2),
+    ("threads_zero", ["threads=0"], "threads=0: must be a positive integer", 2),
 ]
 
 
