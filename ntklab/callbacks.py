@@ -11,7 +11,7 @@ import torch
 
 from ntklab.logger import RunLogger, atomic_torch_save
 from ntklab.ntk import MATRIX_FREE, choose_method, empirical_ntk, ntk_operator
-from ntklab.spectrum import ExtremeEig, dense_spectrum, lanczos
+from ntklab.spectrum import ExtremeEig, Spectrum, dense_spectrum, lanczos
 from ntklab.theory import pl_mu
 from ntklab.train import Callback, TrainState
 
@@ -72,6 +72,9 @@ class NTKTracker(Callback):
         self.K0: torch.Tensor | None = None
         self.vectors: dict[str, torch.Tensor] = {}  # warm starts: "max", "min"
         self.last: dict[str, float] = {}
+        # K_0 and its spectrum from the theory step's λ_max, reused at epoch 0: computing the
+        # initial kernel once at start-up, not twice.
+        self._initial: tuple[torch.Tensor, Spectrum] | None = None
 
     def resolve(self, model: torch.nn.Module, X: torch.Tensor) -> str:
         if self.requested == "auto":
@@ -91,6 +94,8 @@ class NTKTracker(Callback):
 
     def on_train_start(self, state: TrainState) -> None:
         self.resolve(state.model, state.X)
+        if self.every <= 0:
+            self._initial = None  # tracking off: nothing will reuse K_0
         if self.matrix_free and self.every > 0:
             warnings.warn(
                 f"ntk.method={self.method}: K is never formed, so ntk/rel_change "
@@ -102,7 +107,10 @@ class NTKTracker(Callback):
         """λ_max(K) of `model` on X by the resolved method (for the theory step size)."""
         if self.resolve(model, X) in MATRIX_FREE:
             return self._lanczos(ntk_operator(model, X), X, largest=True).value
-        return dense_spectrum(empirical_ntk(model, X, method=self.method)).lambda_max
+        K = empirical_ntk(model, X, method=self.method)
+        spec = dense_spectrum(K)
+        self._initial = (K, spec)
+        return spec.lambda_max
 
     def _lanczos(self, apply, X: torch.Tensor, largest: bool) -> ExtremeEig:
         key = "max" if largest else "min"
@@ -132,10 +140,14 @@ class NTKTracker(Callback):
         self.last = metrics
 
     def _dense(self, state: TrainState) -> dict[str, float]:
-        K = empirical_ntk(state.model, state.X, method=self.method)
+        initial, self._initial = self._initial, None
+        if initial is not None and state.epoch == 0 and self.K0 is None:
+            K, spec = initial  # the parameters have not moved since lambda_max computed it
+        else:
+            K = empirical_ntk(state.model, state.X, method=self.method)
+            spec = dense_spectrum(K)
         if self.K0 is None:
             self.K0 = K
-        spec = dense_spectrum(K)
         state.K, state.K0, state.spectrum = K, self.K0, spec
         return {
             "ntk/lambda_min": spec.lambda_min,

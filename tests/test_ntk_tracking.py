@@ -69,3 +69,33 @@ def test_bad_ntk_settings_name_the_key(tmp_path: Path, override: str, key: str) 
     proc = run(tmp_path, "bad", override)
     assert proc.returncode != 0
     assert key in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_run_computes_the_initial_kernel_once(tmp_path, monkeypatch):
+    """The theory step's λ_max(K_0) and the epoch-0 record share one K_0, and it is the same
+    kernel a fresh computation gives."""
+    import torch
+    from hydra import compose, initialize_config_module
+
+    from ntklab import ntk
+    from ntklab.config import register_configs
+    from ntklab.data import make_synthetic
+    from ntklab.experiment import run_experiment
+    from ntklab.models import OneHiddenLayer
+
+    register_configs()
+    with initialize_config_module(config_module="ntklab.conf", version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["data.n=12", "data.d=4", "model.width=16", "epochs=3", "dtype=float64"],
+        )
+    calls = []
+    real = ntk.METHODS["structured"]
+    monkeypatch.setitem(ntk.METHODS, "structured", lambda m, X: calls.append(1) or real(m, X))
+    summary = run_experiment(cfg, tmp_path, progress=False)
+    assert summary["status"] == "completed"
+    assert len(calls) == 4  # K_0 once (theory step and epoch 0), then epochs 1, 2, 3
+    first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    model = OneHiddenLayer(4, 16, "leaky_relu", 0.1, seed=1, dtype=torch.float64)
+    X, _ = make_synthetic("sphere", 12, 4, seed=0)
+    assert first["ntk/lambda_max"] == float(torch.linalg.eigvalsh(real(model, X))[-1])
