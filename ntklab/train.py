@@ -77,10 +77,10 @@ class TrainState:
         return self._grads
 
     def evaluate(self) -> None:
-        """Record L(W_t) after the parameters changed."""
-        self._grads = None
-        with torch.no_grad():
-            self.loss = float(mse(self.model, self.X, self.y))
+        """Record L(W_t) and ∇L(W_t) after the parameters changed: one forward and backward
+        pass, since the PL ratio (every epoch) and the next GD step both need the gradient."""
+        loss, self._grads = loss_and_grads(self.model, self.X, self.y)
+        self.loss = float(loss)
 
     def elapsed(self) -> float:
         """Training wall time so far, across every process that worked on this run."""
