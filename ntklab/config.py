@@ -1,7 +1,14 @@
-"""Typed config schemas (registered in Hydra's ConfigStore) and their validation."""
+"""Typed config schemas (registered in Hydra's ConfigStore), and the one step that turns a
+composed config into a validated `Config`: nothing below the assembly layer sees a DictConfig.
+
+Each default is stated here, once; the YAML files under conf/ carry only what an option
+changes. Comments beside the fields are the keys' documentation (`ntklab --cfg job` prints the
+values a run will use).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -11,7 +18,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ntklab.data import INPUTS, TARGETS
 from ntklab.models import ACTIVATIONS, PARAMETERIZATIONS
-from ntklab.ntk import METHODS
+from ntklab.ntk import Method
 from ntklab.optim import SAMPLERS, SCHEDULES
 
 
@@ -22,53 +29,45 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: str = MISSING  # linear | leaky_relu
-    width: int = 512
-    negative_slope: float = 0.1
+    width: int = 512  # m, hidden neurons
+    negative_slope: float = 0.1  # ε of the leaky ReLU, in [0, 1) (the linear net has ε = 1)
     train_output: bool = False  # also train the output layer (the kernel gains its part)
     alpha: float = 1.0  # output scale: f = α h, loss divided by α² (lazy vs rich)
     center: bool = False  # f = α (h − h_0): zero output at init
-    parameterization: str = "ntk"  # ntk | standard (matters when train_output)
+    parameterization: str = "ntk"  # ntk | standard (where a trained output layer keeps 1/√m)
 
 
 @dataclass
 class DataConfig:
     name: str = MISSING  # sphere | gaussian | csv
-    n: Optional[int] = 128  # csv: taken from the file
-    d: Optional[int] = 16
-    path: Optional[str] = None  # csv only
+    n: Optional[int] = 128  # samples (csv: taken from the file)
+    d: Optional[int] = 16  # input dimension (csv: taken from the file)
+    path: Optional[str] = None  # csv only: the file
     target: str = "teacher"  # teacher | linear | random
-    teacher_width: int = 8
-    noise: float = 0.0
+    teacher_width: int = 8  # width of the random ReLU teacher
+    noise: float = 0.0  # std of label noise, added after y is scaled to unit variance
 
 
 @dataclass
 class OptimConfig:
     name: str = MISSING  # gd | sgd
-    lr: Any = "auto"  # a positive number, or "auto" = n / (2 λ_max(K_0))
+    lr: Any = "auto"  # a positive number, or "auto" = the theory step n / (2 λ_max(K_0))
     batch_size: Optional[int] = None  # sgd only; gd uses all n
-    momentum: float = 0.0
-    sampling: str = "reshuffle"
+    momentum: float = 0.0  # heavy ball μ in [0, 1)
+    sampling: str = "reshuffle"  # sgd: reshuffle | replacement
     schedule: str = "constant"  # constant | plateau | inverse_time
-    patience: int = 10  # plateau: epochs without improvement before lr /= 10
-    factor: float = 0.1  # plateau: what lr is multiplied by
-    decay_epochs: float = 10.0  # inverse_time: lr_t = lr / (1 + (t − 1)/decay_epochs)
+    patience: int = 10  # plateau: epochs without improvement before the step is divided
+    factor: float = 0.1  # plateau: what the step is multiplied by
+    decay_epochs: float = 10.0  # inverse_time: epoch t uses lr / (1 + (t − 1)/decay_epochs)
 
 
 @dataclass
 class NTKConfig:
-    every: int = 1  # 0 turns tracking off
     method: str = "structured"  # structured | jacobian | ntvp (matrix-free) | auto
+    every: int = 1  # track every N epochs (always epoch 0 and the last); 0 turns tracking off
     memory_budget_mb: float = 2048.0  # auto: dense when K and its eigvalsh fit in this
     tol: float = 1e-4  # ntvp: Lanczos stops at ‖K x − θ x‖ ≤ tol·|θ|
     max_iter: int = 500  # ntvp: at most this many products K u per eigenvalue
-
-
-@dataclass
-class LRFindConfig:
-    lr_min: float = 1e-3  # geometric grid from lr_min to lr_max
-    lr_max: float = 1e4
-    per_decade: int = 1  # grid points per factor of 10 (1 = the recipe's factor 10)
-    epochs: int = 20  # length of each trial run
 
 
 @dataclass
@@ -77,10 +76,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ntk: NTKConfig = field(default_factory=NTKConfig)
-    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     epochs: int = 200
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    seed: int = 0  # one seed for data, init and minibatch order (independent streams)
+    device: str = "auto"  # auto (CUDA when a GPU is visible) | cpu | cuda
     dtype: str = "float32"  # float32 | float64
     divergence_factor: float = 1e6  # stop when the loss exceeds this multiple of L_0
     divergence_exit_code: int = 0  # exit status of a diverged run (0: a sweep goes on)
@@ -90,14 +88,34 @@ class Config:
     threads: Optional[int] = None  # torch intra-op threads per run; null = torch's default
 
 
+@dataclass
+class LRFindGrid:
+    lr_min: float = 1e-3  # geometric grid from lr_min to lr_max
+    lr_max: float = 1e4
+    per_decade: int = 1  # grid points per factor of 10 (1 = the recipe's factor 10)
+    epochs: int = 20  # length of each trial run
+
+
+@dataclass
+class LRFindConfig(Config):
+    """`ntklab-lr-find`'s schema: a run's config plus the grid of steps it tries."""
+
+    lr_find: LRFindGrid = field(default_factory=LRFindGrid)
+
+
 def register_configs() -> None:
+    """The schemas as options of the `schema` group: conf/config.yaml takes `ntklab`,
+    conf/lr_find.yaml overrides it with `lr_find`, so each program accepts only its own keys."""
     cs = ConfigStore.instance()
-    cs.store(name="ntklab_schema", node=Config)
+    cs.store(group="schema", name="ntklab", node=Config, package="_global_")
+    cs.store(group="schema", name="lr_find", node=LRFindConfig, package="_global_")
 
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("gd", "sgd")
+# Keys that change how a run is driven, not what it computes: a resumed run may differ in them.
+RUN_CONTROL_KEYS = ("resume", "overwrite", "checkpoint_every", "divergence_exit_code")
 
 
 def _fail(key: str, value: object, why: str) -> None:
@@ -124,22 +142,49 @@ def parse_lr(value: object) -> float | str:
     return lr
 
 
-def _check_missing(cfg: Any) -> None:
-    if isinstance(cfg, DictConfig):
-        for key in sorted(OmegaConf.missing_keys(cfg)):
-            _fail(key, "???", f"has no value; set it on the command line, e.g. {key}=...")
+def load(cfg: DictConfig, schema: type[Config] = Config) -> Config:
+    """The composed config as a validated `schema` instance (optim.lr as a float or "auto")."""
+    for key in sorted(OmegaConf.missing_keys(cfg)):
+        _fail(key, "???", f"has no value; set it on the command line, e.g. {key}=...")
+    typed = OmegaConf.to_object(cfg)
+    if type(typed) is not schema:
+        _fail("schema", type(typed).__name__, f"this program takes {schema.__name__}; drop it")
+    validate(typed)
+    typed.optim.lr = parse_lr(typed.optim.lr)
+    if isinstance(typed, LRFindConfig):
+        _validate_grid(typed.lr_find)
+    return typed
 
 
-def validate(cfg: Any) -> None:
+def validate(cfg: Config) -> None:
     """Check every value a run depends on; raise ConfigError naming the first bad one."""
-    _check_missing(cfg)
-    m, dat, opt = cfg.model, cfg.data, cfg.optim
+    _validate_model(cfg.model)
+    _validate_data(cfg.data)
+    _validate_optim(cfg.optim)
+    _validate_ntk(cfg.ntk)
+    if cfg.epochs < 0:
+        _fail("epochs", cfg.epochs, "must be ≥ 0")
+    if cfg.seed < 0:
+        _fail("seed", cfg.seed, "must be an integer ≥ 0")
+    _choice("device", cfg.device, DEVICES)
+    _choice("dtype", cfg.dtype, DTYPES)
+    if cfg.threads is not None and cfg.threads <= 0:
+        _fail("threads", cfg.threads, "must be a positive integer, or null for torch's default")
+    _validate_run_control(cfg)
+
+
+def _validate_model(m: ModelConfig) -> None:
     _choice("model", m.name, ACTIVATIONS)
     if m.width <= 0:
         _fail("model.width", m.width, "must be a positive integer (number of hidden neurons)")
     if m.name == "leaky_relu" and not 0.0 <= m.negative_slope < 1.0:
         _fail("model.negative_slope", m.negative_slope, "must lie in [0, 1)")
-    _validate_model_options(m)
+    if not (math.isfinite(m.alpha) and m.alpha > 0):
+        _fail("model.alpha", m.alpha, "must be a positive finite number (1 = no output scale)")
+    _choice("model.parameterization", m.parameterization, PARAMETERIZATIONS)
+
+
+def _validate_data(dat: DataConfig) -> None:
     _choice("data", dat.name, [*INPUTS, "csv"])
     if dat.name == "csv":
         if not dat.path:
@@ -154,6 +199,9 @@ def validate(cfg: Any) -> None:
             _fail("data.teacher_width", dat.teacher_width, "must be a positive integer")
     if not math.isfinite(dat.noise) or dat.noise < 0:
         _fail("data.noise", dat.noise, "must be a finite number ≥ 0")
+
+
+def _validate_optim(opt: OptimConfig) -> None:
     _choice("optim", opt.name, OPTIMIZERS)
     parse_lr(opt.lr)
     if not math.isfinite(opt.momentum) or not 0.0 <= opt.momentum < 1.0:
@@ -162,28 +210,27 @@ def validate(cfg: Any) -> None:
         _fail("optim.batch_size", opt.batch_size, "must be a positive integer")
     _choice("optim.sampling", opt.sampling, SAMPLERS)
     _choice("optim.schedule", opt.schedule, SCHEDULES)
-    _validate_schedule(opt)
-    _choice("ntk.method", cfg.ntk.method, METHODS)
-    if cfg.ntk.every < 0:
-        _fail("ntk.every", cfg.ntk.every, "must be ≥ 0 (0 turns NTK tracking off)")
-    if not cfg.ntk.memory_budget_mb > 0:
-        _fail("ntk.memory_budget_mb", cfg.ntk.memory_budget_mb, "must be a positive number")
-    if not 0 < cfg.ntk.tol < 1:
-        _fail("ntk.tol", cfg.ntk.tol, "must lie in (0, 1), e.g. 1e-4")
-    if cfg.ntk.max_iter < 1:
-        _fail("ntk.max_iter", cfg.ntk.max_iter, "must be a positive integer, e.g. 500")
-    if cfg.epochs < 0:
-        _fail("epochs", cfg.epochs, "must be ≥ 0")
-    if cfg.seed < 0:
-        _fail("seed", cfg.seed, "must be an integer ≥ 0")
-    _choice("device", cfg.device, DEVICES)
-    _choice("dtype", cfg.dtype, DTYPES)
-    if cfg.threads is not None and cfg.threads <= 0:
-        _fail("threads", cfg.threads, "must be a positive integer, or null for torch's default")
-    _validate_run_control(cfg)
+    if opt.patience < 1:
+        _fail("optim.patience", opt.patience, "must be a positive integer number of epochs")
+    if not 0.0 < opt.factor < 1.0:
+        _fail("optim.factor", opt.factor, "must lie in (0, 1) (0.1 divides the step by 10)")
+    if not (math.isfinite(opt.decay_epochs) and opt.decay_epochs > 0):
+        _fail("optim.decay_epochs", opt.decay_epochs, "must be a positive number of epochs")
 
 
-def _validate_run_control(cfg: Any) -> None:
+def _validate_ntk(ntk: NTKConfig) -> None:
+    _choice("ntk.method", ntk.method, [m.value for m in Method])
+    if ntk.every < 0:
+        _fail("ntk.every", ntk.every, "must be ≥ 0 (0 turns NTK tracking off)")
+    if not ntk.memory_budget_mb > 0:
+        _fail("ntk.memory_budget_mb", ntk.memory_budget_mb, "must be a positive number")
+    if not 0 < ntk.tol < 1:
+        _fail("ntk.tol", ntk.tol, "must lie in (0, 1), e.g. 1e-4")
+    if ntk.max_iter < 1:
+        _fail("ntk.max_iter", ntk.max_iter, "must be a positive integer, e.g. 500")
+
+
+def _validate_run_control(cfg: Config) -> None:
     """The keys that decide how a run stops, checkpoints and reuses its folder."""
     if not cfg.divergence_factor > 1:
         _fail("divergence_factor", cfg.divergence_factor, "must be > 1 (a multiple of L_0)")
@@ -195,46 +242,8 @@ def _validate_run_control(cfg: Any) -> None:
         _fail("overwrite", cfg.overwrite, "cannot be combined with resume=true; choose one")
 
 
-# Keys that change how a run is driven, not what it computes: a resumed run may differ in them.
-RUN_CONTROL_KEYS = ("resume", "overwrite", "checkpoint_every", "divergence_exit_code")
-
-
-def run_config(cfg: Any) -> dict[str, Any]:
-    """The config as plain values (what a checkpoint stores), without the run-control keys."""
-    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
-    plain = OmegaConf.to_container(node, resolve=True)
-    return {k: v for k, v in plain.items() if k not in RUN_CONTROL_KEYS}
-
-
-def first_difference(saved: Any, current: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
-    """The first dotted key whose value differs between two plain configs, with both values."""
-    if isinstance(saved, dict) and isinstance(current, dict):
-        for key in sorted(set(saved) | set(current), key=str):
-            diff = first_difference(saved.get(key), current.get(key), f"{prefix}{key}.")
-            if diff:
-                return diff
-        return None
-    return None if saved == current else (prefix.rstrip("."), saved, current)
-
-
-def _validate_model_options(m: Any) -> None:
-    if not (math.isfinite(m.alpha) and m.alpha > 0):
-        _fail("model.alpha", m.alpha, "must be a positive finite number (1 = no output scale)")
-    _choice("model.parameterization", m.parameterization, PARAMETERIZATIONS)
-
-
-def _validate_schedule(opt: Any) -> None:
-    if opt.patience < 1:
-        _fail("optim.patience", opt.patience, "must be a positive integer number of epochs")
-    if not 0.0 < opt.factor < 1.0:
-        _fail("optim.factor", opt.factor, "must lie in (0, 1) (0.1 divides the step by 10)")
-    if not (math.isfinite(opt.decay_epochs) and opt.decay_epochs > 0):
-        _fail("optim.decay_epochs", opt.decay_epochs, "must be a positive number of epochs")
-
-
-def validate_lr_find(cfg: Any) -> None:
+def _validate_grid(f: LRFindGrid) -> None:
     """The lr_find keys of `ntklab-lr-find`."""
-    f = cfg.lr_find
     if not (math.isfinite(f.lr_min) and f.lr_min > 0):
         _fail("lr_find.lr_min", f.lr_min, "must be a positive number")
     if not (math.isfinite(f.lr_max) and f.lr_max > f.lr_min):
@@ -245,10 +254,41 @@ def validate_lr_find(cfg: Any) -> None:
         _fail("lr_find.epochs", f.epochs, "must be a positive integer")
 
 
-def check_batch_size(batch_size: int | None, n: int) -> int:
-    """SGD's batch size against the data actually loaded (a CSV's n is known only then)."""
-    if batch_size is None:
+def check_against_data(cfg: Config, n: int, d: int) -> int:
+    """The keys that can only be checked once the data are loaded (a CSV's n and d are known
+    only then); returns SGD's batch size (all n for GD)."""
+    for key, actual in (("n", n), ("d", d)):
+        asked = getattr(cfg.data, key)
+        if cfg.data.name == "csv" and asked is not None and asked != actual:
+            _fail(
+                f"data.{key}",
+                asked,
+                f"the CSV {cfg.data.path} has {key}={actual}; leave data.{key} unset (null) "
+                "for csv data",
+            )
+    if cfg.data.name == "csv" and n == 0:
+        _fail("data.path", cfg.data.path, "holds no data rows")
+    batch_size = cfg.optim.batch_size
+    if cfg.optim.name == "gd" or batch_size is None:
         return n
     if batch_size > n:
         _fail("optim.batch_size", batch_size, f"exceeds the number of samples n={n}")
     return int(batch_size)
+
+
+def run_settings(cfg: Config) -> dict[str, Any]:
+    """The config as plain values (what a checkpoint stores), without the run-control keys."""
+    plain = dataclasses.asdict(cfg)
+    return {k: v for k, v in plain.items() if k not in RUN_CONTROL_KEYS}
+
+
+def first_difference(saved: Any, current: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key of `current` whose value differs in `saved`, with both values. Keys
+    only `saved` has are no longer settings (a schema that dropped them) and are skipped."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(current, key=str):
+            diff = first_difference(saved.get(key), current[key], f"{prefix}{key}.")
+            if diff:
+                return diff
+        return None
+    return None if saved == current else (prefix.rstrip("."), saved, current)

@@ -1,5 +1,5 @@
-"""Diagnostics beside the NTK tracker: measured rates against their bounds, kernel geometry,
-activation flips, the infinite-width kernel, the spectrum histogram and the dashboard layout.
+"""Callbacks that set theory beside the measurement: measured rates against their bounds, the
+kernel's geometry (distance from K_0, velocity, alignment) and the infinite-width kernel K∞.
 
 They reuse the kernel the tracker put on the state (state.K, state.K0, state.spectrum) and
 never compute K themselves; on epochs without a tracked kernel they log nothing kernel-based.
@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
-from ntklab.logger import RunLogger
-from ntklab.theory import infinite_width_ntk, infinite_width_output_ntk, rate_bound, rate_slide
+from ntklab.kernels import model_ntk_inf
+from ntklab.models import OneHiddenLayer, output_scale
+from ntklab.theory import rate_bound, rate_slide
 from ntklab.train import Callback, TrainState
 
 
@@ -28,21 +28,6 @@ def alignment(K: torch.Tensor, y: torch.Tensor) -> float:
     """Kernel-target alignment yᵀ K y / (‖K‖_F ‖y‖²) for K (n, n), y (n,)."""
     K, y = K.to(torch.float64), y.to(torch.float64)
     return float(y @ (K @ y) / (K.norm() * (y @ y)))
-
-
-def model_infinite_width_ntk(model: nn.Module, X: torch.Tensor) -> torch.Tensor | None:
-    """K∞ of a OneHiddenLayer with its options, float64 (n, n): α² (K∞_W + K∞_out), K∞_out only
-    for a trained NTK-parameterized output layer. None when no finite limit exists (a trained
-    output layer in the standard parameterization grows like m) or the model is not one."""
-    if not hasattr(model, "negative_slope"):
-        return None
-    eps = model.negative_slope
-    K = infinite_width_ntk(X, eps)
-    if getattr(model, "train_output", False):
-        if getattr(model, "parameterization", "ntk") != "ntk":
-            return None
-        K = K + infinite_width_output_ntk(X, eps)
-    return K * getattr(model, "alpha", 1.0) ** 2
 
 
 class RateDiagnostics(Callback):
@@ -61,7 +46,7 @@ class RateDiagnostics(Callback):
             L_prev = prev["loss"]
             state.metrics["loss/contraction"] = L / L_prev if L_prev > 0 else math.nan
             if self.gd and "lambda_max" in prev:
-                alpha = getattr(state.model, "alpha", 1.0)
+                alpha = output_scale(state.model)
                 lo, hi = prev["lambda_min"], prev["lambda_max"]
                 bound = rate_bound(lo, hi, state.n, state.lr, alpha)
                 state.metrics["pl/rate_bound"] = bound
@@ -105,48 +90,18 @@ class KernelGeometry(Callback):
         self.K_prev, self.epoch_prev = state["K_prev"], int(state["epoch_prev"])
 
 
-def activation_pattern(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
-    """1[w_k·x_i ≥ 0], the side of the kink each (sample, neuron) is on: (n, m) bool."""
-    with torch.no_grad():
-        return X @ model.W.detach().T >= 0
-
-
-class PatternChange(Callback):
-    """activations/pattern_change: the fraction of (neuron, sample) pairs whose pre-activation
-    sign differs from init, every epoch (leaky ReLU only: the linear net has no kink)."""
-
-    def __init__(self) -> None:
-        self.P0: torch.Tensor | None = None
-
-    def _active(self, state: TrainState) -> bool:
-        return getattr(state.model, "negative_slope", 1.0) != 1.0
-
-    def on_train_start(self, state: TrainState) -> None:
-        if self.P0 is None and self._active(state):
-            self.P0 = activation_pattern(state.model, state.X)
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        if self.P0 is not None:
-            flipped = activation_pattern(state.model, state.X) != self.P0
-            state.metrics["activations/pattern_change"] = float(flipped.double().mean())
-
-    def state_dict(self) -> dict[str, object]:
-        return {"P0": self.P0}
-
-    def load_state_dict(self, state: dict[str, object]) -> None:
-        self.P0 = state["P0"]
-
-
 class InfiniteWidth(Callback):
     """ntk/lambda_min_inf = λ_min(K∞) and ntk/dist_to_inf = ‖K_t − K∞‖_F / ‖K∞‖_F on tracked
-    epochs; K∞ (theory.infinite_width_ntk, with the model's options) is computed once."""
+    epochs; K∞ (kernels.model_ntk_inf, with the net's options) is computed once. Only for a
+    OneHiddenLayer, where K∞ has a closed form."""
 
     def __init__(self) -> None:
         self.K_inf: torch.Tensor | None = None
         self.lambda_min_inf = math.nan
 
     def on_train_start(self, state: TrainState) -> None:
-        self.K_inf = model_infinite_width_ntk(state.model, state.X)
+        if isinstance(state.model, OneHiddenLayer):
+            self.K_inf = model_ntk_inf(state.model, state.X)
         if self.K_inf is not None:
             self.lambda_min_inf = float(torch.linalg.eigvalsh(self.K_inf)[0])
 
@@ -156,57 +111,3 @@ class InfiniteWidth(Callback):
         diff = state.K.to(torch.float64) - self.K_inf
         state.metrics["ntk/lambda_min_inf"] = self.lambda_min_inf
         state.metrics["ntk/dist_to_inf"] = float(diff.norm() / self.K_inf.norm())
-
-
-class SpectrumHistogram(Callback):
-    """The whole spectrum of K_t as the TensorBoard histogram ntk/spectrum, on tracked epochs."""
-
-    def __init__(self, logger: RunLogger) -> None:
-        self.logger = logger
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        if state.spectrum is not None:
-            self.logger.log_histogram("ntk/spectrum", state.spectrum.eigenvalues, state.epoch)
-
-
-# TensorBoard's CUSTOM SCALARS tab: each chart overlays the tags whose names match its regexes.
-LAYOUT: dict[str, dict[str, list[object]]] = {
-    "theory vs measurement": {
-        "loss and its one-step bound": ["Multiline", [r"^loss/train$", r"^pl/loss_bound$"]],
-        "contraction vs bounds": [
-            "Multiline",
-            [r"^loss/contraction$", r"^pl/rate_bound$", r"^pl/rate_slide$"],
-        ],
-        "lambda_min vs infinite width": [
-            "Multiline",
-            [r"^ntk/lambda_min$", r"^ntk/lambda_min_inf$"],
-        ],
-        "PL ratio vs mu": ["Multiline", [r"^pl/ratio$", r"^pl/mu$"]],
-        "kernel movement": [
-            "Multiline",
-            [r"^ntk/kernel_distance$", r"^ntk/rel_change$", r"^ntk/dist_to_inf$"],
-        ],
-    }
-}
-
-
-class DashboardLayout(Callback):
-    """Writes LAYOUT once at the start of a run."""
-
-    def __init__(self, logger: RunLogger) -> None:
-        self.logger = logger
-
-    def on_train_start(self, state: TrainState) -> None:
-        self.logger.set_layout(LAYOUT)
-
-
-def diagnostics(logger: RunLogger, *, full_batch_gd: bool) -> list[Callback]:
-    """Every diagnostic of this module, in the order they go after the NTK tracker."""
-    return [
-        RateDiagnostics(full_batch_gd),
-        KernelGeometry(),
-        PatternChange(),
-        InfiniteWidth(),
-        SpectrumHistogram(logger),
-        DashboardLayout(logger),
-    ]

@@ -1,42 +1,53 @@
-"""Assembles a run from a validated config (data, model, optimiser, callbacks), trains it."""
+"""The assembly layer: a typed config becomes the problem (device, data, net, K_0), the training
+state, the callbacks in their firing order and the run folder's plan; then the run is trained
+and its summary written. The CLI and `ntklab-lr-find` build on it; below it no code sees a
+config object larger than the values it needs."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
+from torch import nn
 
-from ntklab.callbacks import (
+from ntklab.config import (
+    Config,
+    ConfigError,
+    check_against_data,
+    first_difference,
+    load,
+    run_settings,
+)
+from ntklab.control import (
     Checkpointer,
     CheckpointError,
     DivergenceGuard,
     LogWriter,
-    NTKTracker,
-    WeightMetrics,
-)
-from ntklab.config import (
-    ConfigError,
-    check_batch_size,
-    first_difference,
-    parse_lr,
-    run_config,
-    validate,
+    load_checkpoint,
 )
 from ntklab.data import DataError, load_csv, make_synthetic
-from ntklab.diagnostics import diagnostics
+from ntklab.diagnostics import InfiniteWidth, KernelGeometry, RateDiagnostics
 from ntklab.logger import RunLogger
-from ntklab.models import build_model
-from ntklab.optim import SAMPLERS, SCHEDULES, HeavyBall, full_batch
+from ntklab.measurements import (
+    InitialKernel,
+    NTKTracker,
+    PatternChange,
+    WeightMetrics,
+    initial_kernel,
+)
+from ntklab.models import OneHiddenLayer, output_scale
+from ntklab.ntk import Method, resolve_method
+from ntklab.optim import SAMPLERS, full_batch, make_schedule
 from ntklab.progress import ProgressBar
+from ntklab.rundir import Plan, RunFolder, RunFolderError, Status
 from ntklab.theory import theory_lr
-from ntklab.train import TrainResult, TrainState, fit, trainable
+from ntklab.train import Batches, Callback, TrainResult, TrainState, fit
 
 log = logging.getLogger(__name__)
 
@@ -55,191 +66,235 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_data(cfg: Any, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def load_data(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """X (n, d), y (n,) in float64 on the CPU, from the `data` config group."""
-    if cfg.name == "csv":
+    dat = cfg.data
+    if dat.name == "csv":
         try:
-            X, y = load_csv(cfg.path)
+            return load_csv(dat.path)
         except OSError as err:  # unreadable: permissions, a broken link, an I/O error
-            raise DataError(f"data.path={cfg.path}: cannot be read ({err.strerror})") from None
-        for key, actual in (("n", X.shape[0]), ("d", X.shape[1])):
-            asked = getattr(cfg, key)
-            if asked is not None and asked != actual:
-                raise ConfigError(
-                    f"data.{key}={asked}: the CSV {cfg.path} has {key}={actual}; "
-                    f"leave data.{key} unset (null) for csv data"
-                )
-        if X.shape[0] == 0:
-            raise ConfigError(f"data.path={cfg.path}: holds no data rows")
-        return X, y
+            raise DataError(f"data.path={dat.path}: cannot be read ({err.strerror})") from None
     return make_synthetic(
-        cfg.name,
-        cfg.n,
-        cfg.d,
-        target=cfg.target,
-        teacher_width=cfg.teacher_width,
-        noise=cfg.noise,
-        seed=seed * 1000 + DATA_STREAM,
+        dat.name,
+        dat.n,
+        dat.d,
+        target=dat.target,
+        teacher_width=dat.teacher_width,
+        noise=dat.noise,
+        seed=cfg.seed * 1000 + DATA_STREAM,
     )
+
+
+@dataclass
+class Problem:
+    """What a run trains and measures, before any training state: the device, the data X (n, d)
+    and y (n,) in the run's dtype on it, the net at W_0, the NTK method that runs, K_0 and the
+    theory step n α² / (2 λ_max(K_0)) it gives."""
+
+    device: torch.device
+    X: torch.Tensor
+    y: torch.Tensor
+    model: nn.Module
+    method: Method
+    initial: InitialKernel
+    lr_theory: float
+    batch_size: int  # SGD's minibatch size (all n for GD), checked against the data
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+
+def make_problem(cfg: Config) -> Problem:
+    """Device, data, the net at W_0 and K_0, from a validated config."""
+    if cfg.threads is not None:
+        # Parallel sweep jobs share the cores: each job's torch gets its share, not all of them.
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    X, y = load_data(cfg)
+    n, d = X.shape
+    batch_size = check_against_data(cfg, n, d)
+    dtype = DTYPES[cfg.dtype]
+    X, y = X.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
+    if not (torch.isfinite(X).all() and torch.isfinite(y).all()):
+        raise DataError(
+            f"dtype={cfg.dtype!r}: the data's values overflow {cfg.dtype}; "
+            "rescale the data or use dtype=float64"
+        )
+    m = cfg.model
+    model = OneHiddenLayer(
+        d,
+        m.width,
+        m.name,
+        m.negative_slope,
+        seed=cfg.seed * 1000 + MODEL_STREAM,
+        dtype=dtype,
+        device=device,
+        train_output=m.train_output,
+        alpha=m.alpha,
+        center=m.center,
+        parameterization=m.parameterization,
+    )
+    ntk = cfg.ntk
+    method = resolve_method(ntk.method, model, X, ntk.memory_budget_mb * 2**20)
+    initial = initial_kernel(model, X, method, tol=ntk.tol, max_iter=ntk.max_iter)
+    lr_theory = theory_lr(initial.lambda_max, n, output_scale(model))
+    return Problem(device, X, y, model, method, initial, lr_theory, batch_size)
+
+
+def minibatches(cfg: Config, batch_size: int) -> Batches:
+    """GD's one full batch, or SGD's sampler at `batch_size`."""
+    if cfg.optim.name == "gd":
+        return full_batch
+    sampler = SAMPLERS[cfg.optim.sampling]
+
+    def batches(n: int, g: torch.Generator) -> list[torch.Tensor]:
+        return sampler(n, batch_size, g)
+
+    return batches
+
+
+def make_state(problem: Problem, cfg: Config, model: nn.Module | None = None) -> TrainState:
+    """The loop's state at W_0 for `problem` (or for `model`, a copy of its net): the step size
+    (optim.lr, or the theory step), its schedule, heavy-ball momentum and the minibatch rule."""
+    opt = cfg.optim
+    lr = problem.lr_theory if opt.lr == "auto" else float(opt.lr)
+    options = {"patience": opt.patience, "factor": opt.factor, "decay_epochs": opt.decay_epochs}
+    return TrainState.create(
+        problem.model if model is None else model,
+        problem.X,
+        problem.y,
+        epochs=cfg.epochs,
+        lr=lr,
+        momentum=opt.momentum,
+        schedule=make_schedule(opt.schedule, lr, options),
+        batches=minibatches(cfg, problem.batch_size),
+        seed=cfg.seed * 1000 + BATCH_STREAM,
+    )
+
+
+def hparams(cfg: Config, problem: Problem, lr: float) -> dict[str, Any]:
+    """The run's hyper-parameters, as summary.json and TensorBoard's HParams tab show them."""
+    m, opt = cfg.model, cfg.optim
+    return {
+        "model": m.name,
+        "width": m.width,
+        "negative_slope": problem.model.negative_slope,
+        "data": cfg.data.name,
+        "n": problem.n,
+        "d": problem.X.shape[1],
+        "optim": opt.name,
+        "lr": lr,
+        "lr_theory": problem.lr_theory,
+        "batch_size": problem.batch_size,
+        "momentum": opt.momentum,
+        "schedule": opt.schedule,
+        "train_output": m.train_output,
+        "alpha": m.alpha,
+        "center": m.center,
+        "parameterization": m.parameterization,
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
+        "ntk_method": problem.method.value,
+        "device": str(problem.device),
+        "dtype": cfg.dtype,
+        "threads": torch.get_num_threads(),
+    }
 
 
 @dataclass
 class Run:
     """Everything a run is made of, before training."""
 
+    folder: RunFolder
     state: TrainState
-    batches: Any
     logger: RunLogger
-    callbacks: list
-    tracker: NTKTracker
+    callbacks: list[Callback]
     guard: DivergenceGuard
     hparams: dict[str, Any]
+    method: Method
     resumed: bool = False
 
 
-def initial_lr(
-    cfg: Any, model: torch.nn.Module, X: torch.Tensor, tracker: NTKTracker
-) -> tuple[float, float]:
-    """The step size to use and the theory step n / (2 λ_max(K_0)) it is compared with."""
-    lam_max = tracker.lambda_max(model, X)
-    eta = theory_lr(lam_max, X.shape[0], getattr(model, "alpha", 1.0))
-    lr = parse_lr(cfg.optim.lr)
-    return (eta if lr == "auto" else float(lr)), eta
+def make_callbacks(
+    cfg: Config, problem: Problem, logger: RunLogger, folder: RunFolder, progress: bool
+) -> tuple[list[Callback], DivergenceGuard, Checkpointer]:
+    """The callbacks in the order they fire, at every event:
 
+    1. measurements of the state (weights, K_t and its spectrum, which put K_t on the state);
+    2. diagnostics that read K_t from the state (bounds, kernel geometry, K∞), and the
+       activation flips;
+    3. control: the divergence guard (it may stop the run after this epoch), the progress bar,
+       the log writer (the epoch's records, now complete), and the checkpointer last, so a
+       checkpoint of epoch t never runs ahead of epoch t's records.
 
-def _to_run_device(X: torch.Tensor, y: torch.Tensor, cfg: Any, device: torch.device):
-    X, y = (
-        X.to(device=device, dtype=DTYPES[cfg.dtype]),
-        y.to(device=device, dtype=DTYPES[cfg.dtype]),
-    )
-    if not (torch.isfinite(X).all() and torch.isfinite(y).all()):
-        raise DataError(
-            f"dtype={cfg.dtype!r}: the data's values overflow {cfg.dtype}; "
-            "rescale the data or use dtype=float64"
-        )
-    return X, y
-
-
-def _make_state(cfg: Any, device: torch.device) -> tuple[TrainState, Any, NTKTracker, dict]:
-    """The loop's starting state, its minibatch rule, the NTK tracker (it already gave the
-    theory step) and the run's hyper-parameters."""
-    X, y = _to_run_device(*load_data(cfg.data, cfg.seed), cfg, device)
-    n, d = X.shape
-    model = build_model(
-        cfg.model.name,
-        d,
-        cfg.model.width,
-        cfg.model.negative_slope,
-        seed=cfg.seed * 1000 + MODEL_STREAM,
-        dtype=DTYPES[cfg.dtype],
-        device=device,
-        train_output=cfg.model.train_output,
-        alpha=cfg.model.alpha,
-        center=cfg.model.center,
-        parameterization=cfg.model.parameterization,
-    )
+    The order of 1–2 is also the order of the tags in each metrics.jsonl record."""
     ntk = cfg.ntk
-    tracker = NTKTracker(ntk.method, ntk.every, ntk.memory_budget_mb, ntk.tol, ntk.max_iter)
-    lr, eta = initial_lr(cfg, model, X, tracker)
-    opt = cfg.optim
-    batch_size = n if opt.name == "gd" else check_batch_size(opt.batch_size, n)
-    if opt.name == "gd":
-        batches = full_batch
-    else:
-        sampler = SAMPLERS[opt.sampling]
-
-        def batches(n: int, g: torch.Generator) -> list[torch.Tensor]:
-            return sampler(n, batch_size, g)
-
-    schedule = SCHEDULES[opt.schedule](
-        lr, patience=opt.patience, factor=opt.factor, decay_epochs=opt.decay_epochs
+    tracker = NTKTracker(
+        problem.method,
+        ntk.every,
+        tol=ntk.tol,
+        max_iter=ntk.max_iter,
+        initial=problem.initial if ntk.every > 0 else None,
     )
-    state = TrainState(
-        model=model,
-        X=X,
-        y=y,
-        epochs=cfg.epochs,
-        optimizer=HeavyBall(trainable(model), momentum=opt.momentum),
-        schedule=schedule,
-        generator=torch.Generator().manual_seed(cfg.seed * 1000 + BATCH_STREAM),
-        lr=lr,
+    full_batch_gd = cfg.optim.name == "gd" and cfg.optim.momentum == 0
+    measuring: list[Callback] = [
+        WeightMetrics(),
+        tracker,
+        RateDiagnostics(full_batch_gd),
+        KernelGeometry(),
+        PatternChange(),
+        InfiniteWidth(),
+    ]
+    guard = DivergenceGuard(cfg.divergence_factor)
+    checkpointer = Checkpointer(
+        folder, cfg.checkpoint_every, others=[*measuring, guard], config=run_settings(cfg)
     )
-    hparams = {
-        "model": cfg.model.name,
-        "width": cfg.model.width,
-        "negative_slope": model.negative_slope,
-        "data": cfg.data.name,
-        "n": n,
-        "d": d,
-        "optim": opt.name,
-        "lr": lr,
-        "lr_theory": eta,
-        "batch_size": batch_size,
-        "momentum": opt.momentum,
-        "schedule": opt.schedule,
-        "train_output": cfg.model.train_output,
-        "alpha": cfg.model.alpha,
-        "center": cfg.model.center,
-        "parameterization": cfg.model.parameterization,
-        "epochs": cfg.epochs,
-        "seed": cfg.seed,
-        "ntk_method": tracker.method,
-        "device": str(device),
-        "dtype": cfg.dtype,
-        "threads": torch.get_num_threads(),
-    }
-    return state, batches, tracker, hparams
+    display = [ProgressBar()] if progress else []
+    callbacks = [*measuring, guard, *display, LogWriter(logger), checkpointer]
+    return callbacks, guard, checkpointer
 
 
-def _resume_payload(checkpointer: Checkpointer, cfg: Any, device: torch.device) -> dict | None:
+def _resume_payload(folder: RunFolder, cfg: Config, device: torch.device) -> dict | None:
     """last.pt, checked against this command's config; None when the run never saved one."""
-    if not checkpointer.last_path.exists():
+    if not folder.last_checkpoint.exists():
         return None
-    payload = checkpointer.load(device)
-    diff = first_difference(payload.get("config", {}), checkpointer.config)
+    try:
+        payload = load_checkpoint(folder.last_checkpoint, device)
+    except CheckpointError as err:
+        raise RunFolderError(f"resume=true: {err}") from None
+    diff = first_difference(payload.get("config", {}), run_settings(cfg))
     if diff:
         key, saved, now = diff
         raise ConfigError(
-            f"{key}={now!r}: the run in {checkpointer.dir.parent} was started with "
-            f"{key}={saved!r}; resume it with its own settings, or pass overwrite=true to "
-            "start a new run there"
+            f"{key}={now!r}: the run in {folder.path} was started with {key}={saved!r}; resume "
+            "it with its own settings, or pass overwrite=true to start a new run there"
         )
     return payload
 
 
-def build(cfg: Any, run_dir: str | Path, resume: bool = False, progress: bool = False) -> Run:
+def build(cfg: Config, folder: RunFolder, resume: bool = False, progress: bool = False) -> Run:
     """Everything a run needs; with `resume`, continued from checkpoints/last.pt if present.
     `progress`: a progress bar on stderr when it is a terminal."""
-    validate(cfg)
-    if cfg.threads is not None:
-        # Parallel sweep jobs share the cores: each job's torch gets its share, not all of them.
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    state, batches, tracker, hparams = _make_state(cfg, device)
-    checkpointer = Checkpointer(run_dir, cfg.checkpoint_every, config=run_config(cfg))
-    payload = _resume_payload(checkpointer, cfg, device) if resume else None
+    problem = make_problem(cfg)
+    state = make_state(problem, cfg)
+    run_hparams = hparams(cfg, problem, state.lr)
+    payload = _resume_payload(folder, cfg, problem.device) if resume else None
     if resume and payload is None:
-        log.warning("no checkpoint in %s: starting the run again from epoch 0", checkpointer.dir)
-        clear_records(run_dir)
+        log.warning("no checkpoint in %s: starting the run again from epoch 0", folder.path)
+        folder.clear()
     resume_after = None if payload is None else int(payload["epoch"])
-    logger = RunLogger(run_dir, resume_after=resume_after)
-    guard = DivergenceGuard(cfg.divergence_factor)
-    full_batch_gd = cfg.optim.name == "gd" and cfg.optim.momentum == 0
-    callbacks = [
-        WeightMetrics(),
-        tracker,
-        *diagnostics(logger, full_batch_gd=full_batch_gd),
-        guard,
-        *([ProgressBar()] if progress else []),
-        LogWriter(logger),
-    ]
-    # Last, after the LogWriter: a checkpoint of epoch t never runs ahead of its records.
-    callbacks.append(checkpointer)
-    checkpointer.callbacks = callbacks
+    logger = RunLogger(folder, resume_after=resume_after)
+    callbacks, guard, checkpointer = make_callbacks(cfg, problem, logger, folder, progress)
     if payload is not None:
-        checkpointer.restore(payload, state)
-        log.info("resuming %s from epoch %d", run_dir, resume_after)
-    return Run(state, batches, logger, callbacks, tracker, guard, hparams, payload is not None)
+        try:
+            checkpointer.restore(payload, state)
+        except CheckpointError as err:
+            logger.close()
+            raise RunFolderError(f"resume=true: {err}") from None
+        log.info("resuming %s from epoch %d", folder.path, resume_after)
+    resumed = payload is not None
+    return Run(folder, state, logger, callbacks, guard, run_hparams, problem.method, resumed)
 
 
 def _finite(x: float) -> float | None:
@@ -247,110 +302,62 @@ def _finite(x: float) -> float | None:
 
 
 def summarize(run: Run, result: TrainResult) -> dict[str, Any]:
+    """summary.json: how the run ended, each tag's last logged value, its hyper-parameters."""
     last: dict[str, Any] = {}
-    metrics_path = run.logger.metrics_path
-    if metrics_path.exists():
-        for line in metrics_path.read_text().splitlines():
-            last.update(json.loads(line))
+    for record in run.folder.records():
+        last.update(record)
     summary = {
-        "status": result.status,
+        "status": result.status.value,
         "message": result.message,
         "epochs_run": result.epochs_run,
         "final_loss": _finite(result.final_loss),
         "final": last,
         "divergence": run.guard.report(),
-        "ntk_method": run.tracker.method,
+        "ntk_method": run.method.value,
         "hparams": run.hparams,
         "wall_time_s": result.wall_time_s,
     }
-    if result.status == "interrupted":
+    if result.signal is not None:
         summary["signal"] = result.signal
     return summary
 
 
-# What a run writes into its folder; .hydra/ and Hydra's log belong to Hydra.
-RECORDS = ("metrics.jsonl", "summary.json", "tb", "checkpoints")
-FINISHED = ("completed", "diverged")
-
-
-def prior_status(run_dir: str | Path) -> str | None:
-    """The status of a run already in the folder ("completed", "interrupted", … or
-    "unfinished" when it stopped without a summary); None when the folder holds no run."""
-    run_dir = Path(run_dir)
-    if not any((run_dir / name).exists() for name in RECORDS):
-        return None
-    try:
-        return json.loads((run_dir / "summary.json").read_text())["status"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "unfinished"
-
-
-def clear_records(run_dir: str | Path) -> None:
-    """Remove a previous run's records (not Hydra's .hydra/ of this launch)."""
-    for name in RECORDS:
-        path = Path(run_dir) / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
-def _plan(cfg: Any, run_dir: Path, resume_may_start: bool) -> str:
-    """ "fresh", "resume" or "finished" (resume=true on a run that already ended), after
-    refusing to touch a folder that holds a run unless told to overwrite or resume it."""
-    prior = prior_status(run_dir)
-    if prior is None:
-        if cfg.resume and not resume_may_start:
-            raise ConfigError(
-                f"resume=true: {run_dir} holds no run to continue; name the stopped run's "
-                "folder with hydra.run.dir=PATH, or drop resume=true to start a new run"
-            )
-        return "fresh"
-    if cfg.overwrite:
-        clear_records(run_dir)
-        return "fresh"
-    if not cfg.resume:
-        raise ConfigError(
-            f"resume=false: the run folder {run_dir} already holds a run (status {prior}); "
-            "pass resume=true to continue it, overwrite=true to replace it, or choose "
-            "another folder"
-        )
-    return "finished" if prior in FINISHED else "resume"
-
-
 def run_experiment(
-    cfg: Any, run_dir: str | Path, *, resume_may_start: bool = False, progress: bool = True
+    cfg: Config | DictConfig,
+    run_dir: str | Path,
+    *,
+    resume_may_start: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Build, train and write summary.json; returns the summary.
+    """Build, train and write summary.json; returns the summary. `cfg` is a Config, or a
+    composed DictConfig (turned into one here).
 
     A folder that already holds a run is refused unless `overwrite` (start again) or `resume`
     (continue from checkpoints/last.pt; a finished run is left as it is). `resume_may_start`
     lets resume=true start a run in an empty folder (a sweep's jobs that never ran).
     `progress`: a progress bar on stderr when it is a terminal (off inside sweep jobs)."""
     t0 = time.perf_counter()
-    validate(cfg)
-    run_dir = Path(run_dir)
-    plan = _plan(cfg, run_dir, resume_may_start)
-    if plan == "finished":
-        log.info("%s already holds a finished run; nothing to resume", run_dir)
-        return json.loads((run_dir / "summary.json").read_text())
-    for folder in (run_dir, run_dir / "checkpoints"):
-        for leftover in folder.glob(".*.tmp"):
-            leftover.unlink()  # a write killed before its rename; the file it replaced is intact
-    try:
-        run = build(cfg, run_dir, resume=plan == "resume", progress=progress)
-    except CheckpointError as err:
-        raise ConfigError(f"resume=true: {err}") from None
+    if isinstance(cfg, DictConfig):
+        cfg = load(cfg)
+    folder = RunFolder(run_dir)
+    plan = folder.plan(
+        resume=cfg.resume, overwrite=cfg.overwrite, resume_may_start=resume_may_start
+    )
+    if plan is Plan.FINISHED:
+        log.info("%s already holds a finished run; nothing to resume", folder.path)
+        return folder.read_summary()
+    folder.remove_temp_files()
+    run = build(cfg, folder, resume=plan is Plan.RESUME, progress=progress)
     if not run.resumed:  # a resumed run keeps the records its first start wrote
         run.logger.log_hparams(run.hparams)
-    status = "failed"
+    completed = False
     try:
-        result = fit(run.state, run.batches, run.callbacks, resume=run.resumed)
-        status = result.status
+        result = fit(run.state, run.callbacks, resume=run.resumed)
+        completed = result.status is Status.COMPLETED
     finally:
-        run.logger.end_hparams(status)
+        run.logger.end_hparams(completed)
         run.logger.close()
     summary = summarize(run, result)
     summary["total_time_s"] = time.perf_counter() - t0
-    run.logger.write_summary(summary)
+    run.folder.write_summary(summary)
     return summary

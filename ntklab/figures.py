@@ -13,18 +13,11 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from ntklab.report import COLUMNS, Job, Sweep, loglog_slope
+from ntklab.sweep import COLUMNS, Sweep, loglog_fit
 
 
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
-
-
-def _positions(sweep: Sweep, jobs: Sequence[Job]) -> list[float]:
-    """x of each job: its swept value, or its index in the sweep when no swept key is numeric."""
-    if sweep.x is None:
-        return [float(sweep.jobs.index(j)) for j in jobs]
-    return [float(j.overrides[sweep.x]) for j in jobs]
 
 
 def _new(title: str, xlabel: str, ylabel: str) -> tuple[Figure, object]:
@@ -39,7 +32,7 @@ def _new(title: str, xlabel: str, ylabel: str) -> tuple[Figure, object]:
 def _x_axis(ax, sweep: Sweep) -> None:
     if sweep.x is None:
         ax.set_xticks(range(len(sweep.jobs)), [sweep.name(j) for j in sweep.jobs], rotation=30)
-    elif all(v > 0 for v in _positions(sweep, [j for j in sweep.jobs if j.status == "completed"])):
+    elif all(sweep.position(j) > 0 for j in sweep.jobs if j.completed):
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
 
@@ -58,40 +51,32 @@ def _save(fig: Figure, ax, folder: Path, name: str) -> str:
 
 
 def _against_x(sweep: Sweep, tags: Sequence[tuple[str, str]], fit: bool) -> list[tuple]:
-    """For each series and column: (label, xs, ys) over the series' completed runs."""
+    """For each series and column: (label, xs, ys, style, fit) over the series' completed runs."""
     out = []
     for label, jobs in sweep.groups().items():
-        done = [j for j in jobs if j.status == "completed"]
+        done = [j for j in jobs if j.completed]
         for col, style in tags:
-            tag, which = COLUMNS[col]
-            pairs = [
-                (x, j.value(tag, which)) for x, j in zip(_positions(sweep, done), done, strict=True)
-            ]
+            pairs = [(sweep.position(j), j.column(col)) for j in done]
             pairs = [(x, y) for x, y in pairs if _finite(y)]
             if not pairs:
                 continue
             xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
             name = f"{col} ({label})" if len(sweep.groups()) > 1 else col
-            slope = loglog_slope(xs, ys) if fit and sweep.x else None
-            if slope is not None:
-                name += f", slope {slope:.3f}"
-            out.append((name, xs, ys, style))
+            power = loglog_fit(xs, ys) if fit and sweep.x else None
+            if power is not None:
+                name += f", slope {power.slope:.3f}"
+            out.append((name, xs, ys, style, power))
     return out
 
 
 def metric_figure(sweep: Sweep, folder: Path, name: str, title: str, cols, fit: bool) -> str:
     xlabel = sweep.x or "job"
     fig, ax = _new(title, xlabel, ", ".join(dict.fromkeys(COLUMNS[c][0] for c, _ in cols)))
-    for label, xs, ys, style in _against_x(sweep, cols, fit):
+    for label, xs, ys, style, power in _against_x(sweep, cols, fit):
         (line,) = ax.plot(xs, ys, style, label=label)
-        slope = loglog_slope(xs, ys) if fit and sweep.x else None
-        if slope is not None:  # the fitted power law through the points' geometric centre
-            pos = [(x, y) for x, y in zip(xs, ys, strict=True) if x > 0 and y > 0]
-            lx = [math.log(x) for x, _ in pos]
-            ly = [math.log(y) for _, y in pos]
-            c = sum(ly) / len(ly) - slope * sum(lx) / len(lx)
-            ends = [pos[0][0], pos[-1][0]]
-            ax.plot(ends, [math.exp(c) * x**slope for x in ends], ":", color=line.get_color())
+        if power is not None:  # the fitted power law across the fitted points
+            ends = [min(x for x in xs if x > 0), max(xs)]
+            ax.plot(ends, [power(x) for x in ends], ":", color=line.get_color())
     _x_axis(ax, sweep)
     if fit and sweep.x:
         ax.set_yscale("log")
@@ -103,7 +88,7 @@ def metric_figure(sweep: Sweep, folder: Path, name: str, title: str, cols, fit: 
 def loss_curves(sweep: Sweep, folder: Path) -> str:
     """loss/train against epoch, one line per job coloured by x; unfinished runs dashed."""
     fig, ax = _new("Training loss (dashed: not completed)", "epoch", "loss/train")
-    xs = _positions(sweep, sweep.jobs)
+    xs = [sweep.position(j) for j in sweep.jobs]
     drawn = [x for x, job in zip(xs, sweep.jobs, strict=True) if job.records] or xs
     positive = sweep.x is not None and all(x > 0 for x in drawn) and len(set(drawn)) > 1
     norm = (LogNorm if positive else Normalize)(min(drawn), max(drawn))
@@ -111,8 +96,8 @@ def loss_curves(sweep: Sweep, folder: Path) -> str:
     for x, job in zip(xs, sweep.jobs, strict=True):
         steps, losses = job.curve("loss/train")
         if steps:
-            style = "-" if job.status == "completed" else "--"
-            label = sweep.name(job) + ("" if job.status == "completed" else f" ({job.status})")
+            style = "-" if job.completed else "--"
+            label = sweep.name(job) + ("" if job.completed else f" ({job.status})")
             ax.plot(steps, losses, style, color=cmap(norm(x)), label=label, lw=1.2)
     _log_y_if_positive(ax)
     if sweep.x is not None:

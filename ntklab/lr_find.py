@@ -3,24 +3,31 @@
 Tries a geometric grid of constant steps (lr_find.lr_min … lr_find.lr_max, lr_find.per_decade
 points per factor 10), each a short run of lr_find.epochs epochs from the same init with the
 rest of the config as given, and reports the largest stable one next to GD's stability limit
-n α² / λ_max(K_0) (= 2/β; on a quadratic GD diverges iff lr exceeds it).
+n α² / λ_max(K_0) (= 2/β; on a quadratic GD diverges iff lr exceeds it). The problem (data,
+net, K_0) is built once; each trial trains a copy of the net, without tracking or files.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ntklab.config import ConfigError, register_configs, validate_lr_find
+from ntklab.config import ConfigError, LRFindConfig, load, register_configs
+from ntklab.control import DivergenceGuard
 from ntklab.data import DataError
+from ntklab.experiment import Problem, make_problem, make_state
+from ntklab.models import output_scale
+from ntklab.theory import stability_lr
+from ntklab.train import fit
 
 register_configs()
 
@@ -36,36 +43,30 @@ def stable(initial: float, final: float) -> bool:
     return math.isfinite(final) and final <= initial
 
 
-def trial(cfg: Any, lr: float, epochs: int) -> dict[str, Any]:
-    """One short constant-step run at `lr` without tracking or files: its losses and verdict."""
-    from ntklab.callbacks import DivergenceGuard
-    from ntklab.experiment import build
-    from ntklab.train import fit
-
-    cfg = OmegaConf.merge(
-        cfg, {"optim": {"lr": lr, "schedule": "constant"}, "epochs": epochs, "ntk": {"every": 0}}
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        run = build(cfg, tmp)
-        run.logger.close()
-        run.state.evaluate()
-        initial = run.state.loss
-        result = fit(run.state, run.batches, [DivergenceGuard(cfg.divergence_factor)])
+def trial(problem: Problem, cfg: LRFindConfig, lr: float) -> dict[str, Any]:
+    """One short constant-step run at `lr` from the problem's W_0: its losses and verdict."""
+    optim = dataclasses.replace(cfg.optim, lr=lr, schedule="constant")
+    short = dataclasses.replace(cfg, optim=optim, epochs=cfg.lr_find.epochs)
+    state = make_state(problem, short, model=copy.deepcopy(problem.model))
+    state.evaluate()
+    initial = state.loss
+    result = fit(state, [DivergenceGuard(cfg.divergence_factor)])
     return {
         "lr": lr,
         "initial_loss": initial,
         "final_loss": result.final_loss,
         "epochs_run": result.epochs_run,
         "stable": stable(initial, result.final_loss),
-        "lr_limit_theory": 2.0 * run.hparams["lr_theory"],
     }
 
 
-def find_lr(cfg: Any) -> dict[str, Any]:
+def find_lr(cfg: LRFindConfig) -> dict[str, Any]:
     """Every trial of the grid and the largest stable step, with its ratio to n α²/λ_max(K_0)."""
-    f = cfg.lr_find
-    trials = [trial(cfg, lr, f.epochs) for lr in geometric_grid(f.lr_min, f.lr_max, f.per_decade)]
-    limit = trials[0]["lr_limit_theory"]
+    problem = make_problem(cfg)
+    grid = cfg.lr_find
+    lrs = geometric_grid(grid.lr_min, grid.lr_max, grid.per_decade)
+    trials = [trial(problem, cfg, lr) for lr in lrs]
+    limit = stability_lr(problem.initial.lambda_max, problem.n, output_scale(problem.model))
     best = max((t["lr"] for t in trials if t["stable"]), default=None)
     return {
         "trials": trials,
@@ -98,8 +99,7 @@ def format_report(found: dict[str, Any]) -> str:
 @hydra.main(version_base="1.3", config_path="pkg://ntklab.conf", config_name="lr_find")
 def main(cfg: DictConfig) -> None:
     try:
-        validate_lr_find(cfg)
-        found = find_lr(cfg)
+        found = find_lr(load(cfg, LRFindConfig))
     except (ConfigError, DataError) as err:
         print(f"ntklab-lr-find: error: {err}", file=sys.stderr)
         sys.exit(2)

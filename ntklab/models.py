@@ -1,4 +1,4 @@
-"""One-hidden-layer nets h(x) = <v, σ(W x)> with the init and conventions of THEORY.md."""
+"""One-hidden-layer nets h(x) = <v, σ(W x)>: the activation σ, its slope σ′, init, options."""
 
 from __future__ import annotations
 
@@ -8,13 +8,28 @@ import torch
 from torch import nn
 
 # Each activation is its slope on the negative half-line: σ(z) = max(z, εz) with
-# ε = 1 for the linear net, so one closed form covers both (σ'(z) ∈ {1, ε}).
+# ε = 1 for the linear net, so one closed form covers both (σ'(z) ∈ {1, ε}). The value is
+# that slope, fixed by the activation, or None where `negative_slope` chooses it.
 ACTIVATIONS: dict[str, float | None] = {"linear": 1.0, "leaky_relu": None}
 
 # Where the output layer's 1/√m lives when v is trained (with v fixed both are the same
 # function with the same W-gradients): "ntk" trains a = ±1 and multiplies by 1/√m in the
-# forward pass; "standard" trains v itself, initialised at ±1/√m. Value: the multiplier.
+# forward pass; "standard" trains v itself, initialised at ±1/√m. The value says whether
+# the 1/√m sits in the forward pass (True) or in the initial v (False).
 PARAMETERIZATIONS: dict[str, bool] = {"ntk": True, "standard": False}
+
+
+def sigma(Z: torch.Tensor, negative_slope: float) -> torch.Tensor:
+    """σ(z) = max(z, εz) elementwise (σ(z) = z when ε = 1, the linear net)."""
+    if negative_slope == 1.0:
+        return Z
+    return torch.where(Z >= 0, Z, negative_slope * Z)
+
+
+def sigma_prime(Z: torch.Tensor, negative_slope: float) -> torch.Tensor:
+    """σ'(z) = 1 for z ≥ 0, else ε, elementwise (the lecture notes' 1_{z≥0} + ε 1_{z<0})."""
+    one = torch.ones((), dtype=Z.dtype, device=Z.device)
+    return torch.where(Z >= 0, one, one * negative_slope)
 
 
 class OneHiddenLayer(nn.Module):
@@ -23,7 +38,7 @@ class OneHiddenLayer(nn.Module):
     `negative_slope` is ε of the leaky ReLU (ignored, and 1, for `activation="linear"`).
     The init draws W ~ N(0, I) and the signs from `generator` (or `seed`).
 
-    Options beyond the lecture (the defaults are THEORY.md's model, bit for bit):
+    Options beyond the lecture notes (the defaults are docs/theory.md's model, bit for bit):
     `train_output` trains the output layer too; `alpha` scales the output, f = α h (the loss
     divides by α², Chizat et al.); `center` subtracts the output at init, f = α (h − h_0), so
     that f(W_0) = 0 (lazy training needs it for large α); `parameterization` ("ntk" or
@@ -97,15 +112,12 @@ class OneHiddenLayer(nn.Module):
         return super().__getattr__(name)
 
     def sigma(self, Z: torch.Tensor) -> torch.Tensor:
-        """σ applied elementwise."""
-        if self.negative_slope == 1.0:
-            return Z
-        return torch.where(Z >= 0, Z, self.negative_slope * Z)
+        """σ applied elementwise, with this net's ε."""
+        return sigma(Z, self.negative_slope)
 
     def sigma_prime(self, Z: torch.Tensor) -> torch.Tensor:
-        """σ'(z) = 1 for z ≥ 0, else ε (the lecture's 1_{z≥0} + ε 1_{z<0})."""
-        one = torch.ones((), dtype=Z.dtype, device=Z.device)
-        return torch.where(Z >= 0, one, one * self.negative_slope)
+        """σ' applied elementwise, with this net's ε."""
+        return sigma_prime(Z, self.negative_slope)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """X (n, d) → f (n,); also accepts a single sample (d,) → scalar."""
@@ -122,19 +134,15 @@ class OneHiddenLayer(nn.Module):
         )
 
 
-def build_model(
-    name: str,
-    d: int,
-    width: int,
-    negative_slope: float = 0.1,
-    *,
-    seed: int = 0,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
-    **options: object,
-) -> OneHiddenLayer:
-    """The registry entry point used by the CLI: `name` is a key of ACTIVATIONS; `options` are
-    OneHiddenLayer's train_output, alpha, center, parameterization."""
-    return OneHiddenLayer(
-        d, width, name, negative_slope, seed=seed, dtype=dtype, device=device, **options
-    )
+def output_scale(model: nn.Module) -> float:
+    """α of f = α h for a OneHiddenLayer; 1 for any other module (its loss is the plain MSE)."""
+    return model.alpha if isinstance(model, OneHiddenLayer) else 1.0
+
+
+def trains_only_W(model: nn.Module) -> bool:
+    """A OneHiddenLayer whose only trained tensor is W, with no output scale: the case the
+    fast closed forms (integer co-activation counts, the two-GEMM product u ↦ K u) cover."""
+    if not isinstance(model, OneHiddenLayer):
+        return False
+    trained = [name for name, p in model.named_parameters() if p.requires_grad]
+    return trained == ["W"] and model.alpha == 1.0

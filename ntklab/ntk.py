@@ -1,43 +1,50 @@
-"""The empirical NTK K = JᵀJ (n, n) of a model on X: every method, and K·u products."""
+"""The empirical NTK K = JᵀJ (n, n) of a model on X: the methods that compute it, K·u products,
+and the choice between a dense kernel and a matrix-free one."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from enum import Enum
 
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
-from ntklab.structured import (
-    StructuredOperator,
-    activation_slopes,
-    exact_matmul,
-    structured_ntk,
-)
+from ntklab.kernels import model_ntk
+from ntklab.models import OneHiddenLayer, trains_only_W
+from ntklab.structured import StructuredOperator, exact_matmul
 
-__all__ = [
-    "DENSE_METHODS",
-    "METHODS",
-    "MATRIX_FREE",
-    "activation_slopes",
-    "choose_method",
-    "dense_bytes",
-    "empirical_ntk",
-    "exact_matmul",
-    "jacobian_ntk",
-    "ntk_operator",
-    "ntk_vector_product",
-    "structured_ntk",
-    "structured_ntvp",
-]
+Operator = Callable[[torch.Tensor], torch.Tensor]
 
 
-def structured_ntvp(
-    X: torch.Tensor, W: torch.Tensor, v: torch.Tensor, negative_slope: float, u: torch.Tensor
-) -> torch.Tensor:
-    """K u without forming K: ((S ⊙ (X (Xᵀ (S ⊙ u)))) v²) summed over neurons. u (n,) → (n,)."""
-    return StructuredOperator(X, W, v, negative_slope, dtype=X.dtype, cache_bytes=0)(u)
+class Method(str, Enum):
+    """How K is computed. Each method trades generality, memory and speed:
+
+    STRUCTURED: the one-hidden-layer net's closed form (`kernels.model_ntk`), never forming J:
+        O(n²(m + d)) time and O(n² + n·chunk) memory, exact integer co-activation counts for
+        the default output layer. OneHiddenLayer only, every option included.
+    JACOBIAN: per-sample Jacobians by `vmap(jacrev)`, then Σ_p J_p J_pᵀ. Any scalar-output
+        `nn.Module`; O(n·p) memory for J (p trained parameters). The reference recipe.
+    NTVP: matrix-free. K is never formed during training: λ_max and λ_min come from Lanczos on
+        u ↦ K u (one VJP and one JVP for any model, two GEMMs through the neurons for a
+        OneHiddenLayer that trains only W). `empirical_ntk` assembles K column by column from
+        the same products, to check them. O(n·p) per product, O(n·iterations) memory.
+    AUTO: a dense kernel (STRUCTURED where its fast closed form applies, else JACOBIAN) when K
+        and its float64 `eigvalsh` fit a memory budget, else NTVP.
+    """
+
+    STRUCTURED = "structured"
+    JACOBIAN = "jacobian"
+    NTVP = "ntvp"
+    AUTO = "auto"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def matrix_free(self) -> bool:
+        return self is Method.NTVP
 
 
 def _trainable(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -47,19 +54,15 @@ def _trainable(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, tor
     return params, frozen
 
 
-def _scalar_fn(model: nn.Module, frozen: dict[str, torch.Tensor]) -> Callable:
-    def f(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(model, (params, frozen), (x.unsqueeze(0),)).squeeze(0)
-
-    return f
-
-
 def jacobian_ntk(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     """Generic K = Σ_p J_p J_pᵀ from per-sample Jacobians (vmap of jacrev), any scalar-output
     module whose trainable parameters are J's rows: (n, n). Memory O(n·p). This is PyTorch's
-    NTK tutorial recipe, kept as the reference every faster method is tested against."""
+    NTK tutorial recipe, and the route any module can take."""
     params, frozen = _trainable(model)
-    f = _scalar_fn(model, frozen)
+
+    def f(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, (p, frozen), (x.unsqueeze(0),)).squeeze(0)
+
     with exact_matmul():
         jac = vmap(jacrev(f), in_dims=(None, 0))(params, X)  # each (n, *param.shape)
         K = None
@@ -83,52 +86,10 @@ def ntk_vector_product(model: nn.Module, X: torch.Tensor, u: torch.Tensor) -> to
     return Ku.detach()
 
 
-def _w_only(model: nn.Module) -> bool:
-    """The closed forms hold for OneHiddenLayer-like nets whose only trained tensor is W
-    (and no output scale other than 1)."""
-    names = [k for k, p in model.named_parameters() if p.requires_grad]
-    has_attrs = all(hasattr(model, a) for a in ("W", "v", "negative_slope"))
-    return has_attrs and names == ["W"] and float(getattr(model, "alpha", 1.0)) == 1.0
-
-
-def output_layer_ntk(
-    X: torch.Tensor, W: torch.Tensor, negative_slope: float, multiplier: float
-) -> torch.Tensor:
-    """The trained output layer's part c² Φ Φᵀ, Φ = σ(X Wᵀ) (n, m), c = ∂h/∂(output param)_k
-    divided by σ(w_k·x) (1/√m in the NTK parameterization, 1 in the standard one): (n, n)."""
-    with exact_matmul():
-        Z = X @ W.T
-        Phi = Z if negative_slope == 1.0 else torch.where(Z >= 0, Z, negative_slope * Z)
-        Phi = Phi * multiplier
-        return Phi @ Phi.T
-
-
-def model_structured_ntk(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
-    """The closed-form kernel of a OneHiddenLayer with its options: α² (K_W + K_out), where
-    K_out (output_layer_ntk) is there only when the output layer is trained: (n, n)."""
-    W, v, eps = model.W.detach(), model.v.detach(), model.negative_slope
-    K = structured_ntk(X, W, v, eps)
-    if getattr(model, "train_output", False):
-        K = K + output_layer_ntk(X, W, eps, model.output_multiplier)
-    alpha = getattr(model, "alpha", 1.0)
-    return K if alpha == 1.0 else K * alpha**2
-
-
-def _structured(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
-    if not all(hasattr(model, a) for a in ("W", "v", "negative_slope")):
-        raise TypeError(
-            f"ntk.method=structured needs a OneHiddenLayer-like model (W, v, negative_slope); "
-            f"{type(model).__name__} has none: use ntk.method=jacobian"
-        )
-    return model_structured_ntk(model, X)
-
-
-def ntk_operator(
-    model: nn.Module, X: torch.Tensor, dtype: torch.dtype = torch.float64
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """u ↦ K u without forming K: the structured product for W-only one-hidden-layer nets
+def ntk_operator(model: nn.Module, X: torch.Tensor, dtype: torch.dtype = torch.float64) -> Operator:
+    """u ↦ K u without forming K: the structured product for a OneHiddenLayer that trains only W
     (products in `dtype`), else the generic VJP + JVP (in the model's dtype). u (n,) or (n, b)."""
-    if _w_only(model):
+    if trains_only_W(model):
         return StructuredOperator(X, model.W, model.v, model.negative_slope, dtype=dtype)
 
     def generic(u: torch.Tensor) -> torch.Tensor:
@@ -139,8 +100,17 @@ def ntk_operator(
     return generic
 
 
-def _ntvp_dense(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
-    """K column block by column block from the matrix-free product (for tests and small n)."""
+def _structured(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
+    if not isinstance(model, OneHiddenLayer):
+        raise TypeError(
+            f"method='structured' is the closed form of a OneHiddenLayer; {type(model).__name__} "
+            "is not one: use method='jacobian' (any module) or method='ntvp'"
+        )
+    return model_ntk(model, X)
+
+
+def _assembled(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
+    """K column block by column block from the matrix-free product (to check it; small n)."""
     apply = ntk_operator(model, X, dtype=X.dtype)
     n = X.shape[0]
     eye = torch.eye(n, dtype=X.dtype, device=X.device)
@@ -148,39 +118,50 @@ def _ntvp_dense(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     return ((K + K.T) / 2).to(X.dtype)
 
 
-DENSE_METHODS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
-    "structured": _structured,
-    "jacobian": jacobian_ntk,
+_DENSE: dict[Method, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
+    Method.STRUCTURED: _structured,
+    Method.JACOBIAN: jacobian_ntk,
+    Method.NTVP: _assembled,
 }
-# Methods that never need K: the tracker uses products u ↦ K u and iterative eigensolvers.
-MATRIX_FREE: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
-    "ntvp": _ntvp_dense,
-}
-# Every ntk.method a config may name; "auto" is resolved by the tracker from a memory budget.
-METHODS: dict[str, Callable | None] = {**DENSE_METHODS, **MATRIX_FREE, "auto": None}
 
 
-def empirical_ntk(model: nn.Module, X: torch.Tensor, method: str = "structured") -> torch.Tensor:
-    """The empirical NTK K = JᵀJ of `model` on X (n, d) by `method`: (n, n). "ntvp" builds K
-    from matrix-free products; "auto" uses the closed form where it applies, else jacobian."""
-    if method == "auto":
-        method = "structured" if _w_only(model) else "jacobian"
-    if method not in METHODS:
-        raise ValueError(f"ntk.method={method!r} is unknown; choose one of {sorted(METHODS)}")
-    with torch.no_grad() if method != "jacobian" else contextlib.nullcontext():
-        return METHODS[method](model, X)
+def dense_method(model: nn.Module) -> Method:
+    """The dense method for `model`: the fast closed form where it applies, else jacobian."""
+    return Method.STRUCTURED if trains_only_W(model) else Method.JACOBIAN
 
 
-def dense_bytes(n: int, p: int, dtype: torch.dtype, method: str) -> int:
+def empirical_ntk(
+    model: nn.Module, X: torch.Tensor, method: Method | str = Method.STRUCTURED
+) -> torch.Tensor:
+    """The empirical NTK K = JᵀJ of `model` on X (n, d) by `method` (a Method or its name):
+    (n, n). "auto" takes the closed form where its fast path applies, else jacobian."""
+    try:
+        method = Method(method)
+    except ValueError:
+        names = ", ".join(m.value for m in Method)
+        raise ValueError(f"method={method!r} is unknown; choose one of {names}") from None
+    if method is Method.AUTO:
+        method = dense_method(model)
+    grad_free = method is not Method.JACOBIAN
+    with torch.no_grad() if grad_free else contextlib.nullcontext():
+        return _DENSE[method](model, X)
+
+
+def dense_bytes(n: int, p: int, dtype: torch.dtype, method: Method) -> int:
     """Peak memory of a dense kernel and its float64 eigvalsh: K, its float64 copy and
     LAPACK's workspace (~3 n² float64), int32 co-activation counts, and J (n, p) for jacobian."""
     size = n * n * (torch.empty((), dtype=dtype).element_size() + 4 + 3 * 8)
-    return size + (n * p * 8 if method == "jacobian" else 0)
+    return size + (n * p * 8 if method is Method.JACOBIAN else 0)
 
 
-def choose_method(model: nn.Module, X: torch.Tensor, budget_bytes: float) -> str:
-    """ntk.method=auto: the dense closed form (or jacobian where it does not apply) when the
-    kernel and its eigvalsh fit `budget_bytes`, else the matrix-free "ntvp"."""
-    dense = "structured" if _w_only(model) else "jacobian"
+def resolve_method(
+    method: Method | str, model: nn.Module, X: torch.Tensor, budget_bytes: float
+) -> Method:
+    """The method a run uses: `method` itself, or for "auto" the dense method when the kernel
+    and its eigvalsh fit `budget_bytes`, else the matrix-free "ntvp"."""
+    method = Method(method)
+    if method is not Method.AUTO:
+        return method
+    dense = dense_method(model)
     p = sum(q.numel() for q in model.parameters() if q.requires_grad)
-    return dense if dense_bytes(X.shape[0], p, X.dtype, dense) <= budget_bytes else "ntvp"
+    return dense if dense_bytes(X.shape[0], p, X.dtype, dense) <= budget_bytes else Method.NTVP

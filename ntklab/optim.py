@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
@@ -46,7 +48,7 @@ def reshuffled(n: int, batch_size: int, generator: torch.Generator) -> list[torc
 
 
 def with_replacement(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """The lecture's SGD: each minibatch drawn uniformly with replacement; ⌈n/b⌉ per epoch."""
+    """The lecture notes' SGD: each minibatch drawn uniformly with replacement; ⌈n/b⌉ per epoch."""
     steps = -(-n // batch_size)
     return [torch.randint(0, n, (batch_size,), generator=generator) for _ in range(steps)]
 
@@ -57,10 +59,21 @@ SAMPLERS: dict[str, Callable[[int, int, torch.Generator], list[torch.Tensor]]] =
 }
 
 
+class Schedule(Protocol):
+    """A step-size schedule: `step(loss)` once per epoch with that epoch's loss returns the next
+    epoch's step; its state (tensors and plain values) lets a resumed run continue it."""
+
+    def step(self, loss: float) -> float: ...
+
+    def state_dict(self) -> dict[str, float]: ...
+
+    def load_state_dict(self, state: dict[str, float]) -> None: ...
+
+
 class ConstantLR:
     """The same step every epoch."""
 
-    def __init__(self, lr: float, **_: object) -> None:
+    def __init__(self, lr: float) -> None:
         self.lr = float(lr)
 
     def step(self, loss: float) -> float:
@@ -75,12 +88,12 @@ class ConstantLR:
 
 
 class PlateauLR:
-    """The lecture's quick-start recipe: keep the step until the loss has not improved for
+    """The lecture notes' quick-start recipe: keep the step until the loss has not improved for
     `patience` epochs in a row, then multiply it by `factor` (divide by 10) and start counting
     again. "Improved" means below the best loss so far by a relative `threshold`."""
 
     def __init__(
-        self, lr: float, patience: int = 10, factor: float = 0.1, threshold: float = 1e-4, **_
+        self, lr: float, patience: int = 10, factor: float = 0.1, threshold: float = 1e-4
     ) -> None:
         self.lr, self.patience, self.factor = float(lr), int(patience), float(factor)
         self.threshold = float(threshold)
@@ -108,9 +121,9 @@ class PlateauLR:
 
 class InverseTimeLR:
     """1/t decay: epoch t uses lr / (1 + (t − 1)/decay_epochs), so the step halves after
-    `decay_epochs` epochs and falls like 1/t after that (the lecture's O(1/T) phase)."""
+    `decay_epochs` epochs and falls like 1/t after that (the lecture notes' O(1/T) phase)."""
 
-    def __init__(self, lr: float, decay_epochs: float = 10.0, **_: object) -> None:
+    def __init__(self, lr: float, decay_epochs: float = 10.0) -> None:
         self.lr0, self.decay_epochs = float(lr), float(decay_epochs)
         self.epoch = 0  # epochs done
 
@@ -132,3 +145,12 @@ SCHEDULES: dict[str, type] = {
     "plateau": PlateauLR,
     "inverse_time": InverseTimeLR,
 }
+
+
+def make_schedule(name: str, lr: float, options: dict[str, object]) -> Schedule:
+    """SCHEDULES[name] at `lr`, given the options it takes; `options` may hold those of the other
+    schedules too (a config carries them all), and only this schedule's own are passed on, so a
+    misspelt keyword in a direct call still fails."""
+    cls = SCHEDULES[name]
+    own = [k for k in inspect.signature(cls).parameters if k != "lr"]
+    return cls(lr, **{k: options[k] for k in own if k in options})

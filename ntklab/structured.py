@@ -19,6 +19,8 @@ from collections.abc import Iterator
 
 import torch
 
+from ntklab.models import sigma_prime
+
 
 @contextlib.contextmanager
 def exact_matmul() -> Iterator[None]:
@@ -51,13 +53,6 @@ def default_block(n: int) -> int:
 
 def row_blocks(n: int, block: int) -> list[slice]:
     return [slice(i, min(i + block, n)) for i in range(0, n, block)]
-
-
-def activation_slopes(X: torch.Tensor, W: torch.Tensor, negative_slope: float) -> torch.Tensor:
-    """S_ik = σ'(w_k·x_i) ∈ {1, ε}: (n, m)."""
-    Z = X @ W.T
-    one = torch.ones((), dtype=Z.dtype, device=Z.device)
-    return torch.where(Z >= 0, one, one * negative_slope)
 
 
 def uniform_square(v: torch.Tensor) -> float | None:
@@ -155,7 +150,7 @@ def _float_kernel(
     pairs = upper_pairs(n, block)
     M = torch.zeros(n, n, dtype=X.dtype, device=X.device)
     for k in range(0, W.shape[0], chunk):
-        S = activation_slopes(X, W[k : k + chunk], eps)  # (n, chunk)
+        S = sigma_prime(X @ W[k : k + chunk].T, eps)  # S_ik = σ'(w_k·x_i): (n, chunk)
         Sv = S * (v[k : k + chunk] ** 2)
         for I, J in pairs:
             M[I, J] += Sv[I] @ S[J].T
@@ -191,7 +186,7 @@ def structured_ntk(
 
 
 class StructuredOperator:
-    """u ↦ K u for K = (X Xᵀ) ⊙ M, M = S diag(v²) Sᵀ, without forming K (THEORY.md identity 4).
+    """u ↦ K u for K = (X Xᵀ) ⊙ M, M = S diag(v²) Sᵀ, without forming K (docs/theory.md).
 
     Written as K u = Σ_a x_a ⊙ M (x_a ⊙ u) (x_a the a-th column of X), so one product is two
     GEMMs through the neurons, R = Sᵀ (X ⊙ u) (m, d) then S (v² ⊙ R) (n, d): O(n·m·d), with
@@ -237,7 +232,7 @@ class StructuredOperator:
             return self.cache[i]
         k = self.starts[i]
         with exact_matmul():
-            return activation_slopes(self.X, self.W[k : k + self.chunk], self.eps)
+            return sigma_prime(self.X @ self.W[k : k + self.chunk].T, self.eps)
 
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
         """K u for u (n,) or (n, b): same shape back, in self.dtype."""

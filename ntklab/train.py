@@ -11,16 +11,18 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ntklab.optim import HeavyBall
+from ntklab.models import output_scale
+from ntklab.optim import ConstantLR, HeavyBall, Schedule, full_batch
+from ntklab.rundir import Status
 
 Batches = Callable[[int, torch.Generator], Sequence[torch.Tensor | None]]
 
 
 def mse(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """L = (1/n) Σ (f(x_i) − y_i)² / α² (THEORY.md; α = 1 unless the model scales its output
-    f = α h, in which case dividing by α² keeps the loss O(1), as in Chizat et al.)."""
+    """L = (1/n) Σ (f(x_i) − y_i)² / α² (docs/theory.md; α = 1 unless the model scales its
+    output f = α h, in which case dividing by α² keeps the loss O(1), as in Chizat et al.)."""
     loss = (model(X) - y).pow(2).mean()
-    alpha = getattr(model, "alpha", 1.0)
+    alpha = output_scale(model)
     return loss if alpha == 1.0 else loss / alpha**2
 
 
@@ -48,38 +50,63 @@ class TrainState:
     y: torch.Tensor
     epochs: int
     optimizer: HeavyBall
-    schedule: object
-    generator: torch.Generator
+    schedule: Schedule
+    generator: torch.Generator  # the minibatch order's own stream
+    batches: Batches = full_batch  # the epoch's minibatches: full_batch is GD
     epoch: int = 0
     lr: float = 0.0  # step size of epoch `epoch` (at epoch 0: the one epoch 1 will use)
     next_lr: float = 0.0
     loss: float = float("nan")
     metrics: dict[str, float] = field(default_factory=dict)
-    stop: str | None = None  # set by a callback to end the run: "diverged", "interrupted", …
+    stop: Status | None = None  # set by a callback to end the run after this epoch (DIVERGED)
     message: str = ""
+    # ∇L(W_t) on all n samples, set with `loss` by evaluate() and shared: the PL ratio (every
+    # epoch) and the next full-batch step both need it. None once the parameters have moved.
+    grads: list[torch.Tensor] | None = None
     # Set by the NTK tracker on the epochs it computes a dense kernel, for other callbacks to
     # reuse (never recompute K in a second callback): K_t (n, n), K_0, and K_t's spectrum.
     K: torch.Tensor | None = None
     K0: torch.Tensor | None = None
     spectrum: object | None = None
     wall_time_s: float = 0.0  # training time spent before this process (restored on resume)
-    _grads: list[torch.Tensor] | None = None
     _started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def create(
+        cls,
+        model: nn.Module,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        epochs: int,
+        lr: float,
+        momentum: float = 0.0,
+        schedule: Schedule | None = None,
+        batches: Batches = full_batch,
+        seed: int = 0,
+    ) -> TrainState:
+        """A state at W_0: heavy-ball steps on the trained parameters, `schedule` (a constant
+        step by default) and the minibatch generator seeded with `seed`."""
+        return cls(
+            model=model,
+            X=X,
+            y=y,
+            epochs=epochs,
+            optimizer=HeavyBall(trainable(model), momentum=momentum),
+            schedule=schedule if schedule is not None else ConstantLR(lr),
+            generator=torch.Generator().manual_seed(seed),
+            batches=batches,
+            lr=lr,
+        )
 
     @property
     def n(self) -> int:
         return self.X.shape[0]
 
-    def full_grads(self) -> list[torch.Tensor]:
-        """∇L(W_t) on all n samples, computed once per epoch and shared (GD steps reuse it)."""
-        if self._grads is None:
-            _, self._grads = loss_and_grads(self.model, self.X, self.y)
-        return self._grads
-
     def evaluate(self) -> None:
         """Record L(W_t) and ∇L(W_t) after the parameters changed: one forward and backward
-        pass, since the PL ratio (every epoch) and the next GD step both need the gradient."""
-        loss, self._grads = loss_and_grads(self.model, self.X, self.y)
+        pass for both."""
+        loss, self.grads = loss_and_grads(self.model, self.X, self.y)
         self.loss = float(loss)
 
     def elapsed(self) -> float:
@@ -151,7 +178,7 @@ class Callback:
 
 @dataclass
 class TrainResult:
-    status: str  # "completed", or the reason a callback stopped the run
+    status: Status  # COMPLETED, or why the run stopped (DIVERGED, INTERRUPTED)
     epochs_run: int
     final_loss: float
     wall_time_s: float
@@ -164,23 +191,23 @@ def _fire(callbacks: Sequence[Callback], event: str, state: TrainState) -> None:
         getattr(cb, event)(state)
 
 
-def run_epoch(state: TrainState, batches: Batches) -> None:
+def run_epoch(state: TrainState) -> None:
     """One epoch: each minibatch's gradient, then the hand-written update at state.lr."""
     model, X, y = state.model, state.X, state.y
-    for idx in batches(state.n, state.generator):
-        if idx is None:
-            grads = state.full_grads()
+    for idx in state.batches(state.n, state.generator):
+        if idx is None:  # all n samples: the gradient evaluate() left on the state
+            grads = state.grads if state.grads is not None else loss_and_grads(model, X, y)[1]
         else:
             idx = idx.to(X.device)
             _, grads = loss_and_grads(model, X[idx], y[idx])
         state.optimizer.step(grads, state.lr)
-        state._grads = None
+        state.grads = None
 
 
 class StopSignals:
     """SIGINT/SIGTERM during training ask the loop to stop once the current epoch is done and
     recorded (a second signal acts as it would without this). The loop turns the request into
-    `state.stop = "interrupted"` at the epoch boundary, so no callback sees a half-stopped
+    `state.stop = Status.INTERRUPTED` at the epoch boundary, so no callback sees a half-stopped
     epoch and the records match an uninterrupted run's. Installed in the main thread only."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -208,9 +235,9 @@ class StopSignals:
         self.received = signal.Signals(signum)
 
 
-def _epoch(state: TrainState, batches: Batches, callbacks: Sequence[Callback]) -> None:
+def _epoch(state: TrainState, callbacks: Sequence[Callback]) -> None:
     """Epoch t = state.epoch + 1: the update, L(W_t), the callbacks, then the next step size."""
-    run_epoch(state, batches)
+    run_epoch(state)
     state.epoch += 1
     state.K = state.spectrum = None
     state.evaluate()
@@ -220,13 +247,11 @@ def _epoch(state: TrainState, batches: Batches, callbacks: Sequence[Callback]) -
     state.lr = state.next_lr
 
 
-def fit(
-    state: TrainState, batches: Batches, callbacks: Sequence[Callback] = (), resume: bool = False
-) -> TrainResult:
+def fit(state: TrainState, callbacks: Sequence[Callback] = (), resume: bool = False) -> TrainResult:
     """Train from W_{state.epoch} to W_{epochs}. A fresh run fires epoch 0's callbacks; a resumed
     one (`resume=True`, state loaded from a checkpoint) continues after its epoch.
 
-    SIGINT/SIGTERM stop the run at the end of the current epoch with status "interrupted"."""
+    SIGINT/SIGTERM stop the run at the end of the current epoch with status INTERRUPTED."""
     state._started = time.perf_counter()
     with StopSignals() as signals:
         state.evaluate()
@@ -237,16 +262,17 @@ def fit(
             _fire(callbacks, "on_epoch_end", state)
         while state.epoch < state.epochs and not state.stop:
             if signals.received is not None:
-                state.stop = "interrupted"
+                state.stop = Status.INTERRUPTED
                 state.message = f"interrupted by {signals.received.name} after epoch {state.epoch}"
                 break
-            _epoch(state, batches, callbacks)
+            _epoch(state, callbacks)
         _fire(callbacks, "on_train_end", state)
+    interrupted = state.stop is Status.INTERRUPTED
     return TrainResult(
-        status=state.stop or "completed",
+        status=state.stop or Status.COMPLETED,
         epochs_run=state.epoch,
         final_loss=state.loss,
         wall_time_s=state.elapsed(),
         message=state.message,
-        signal=signals.received.name if state.stop == "interrupted" else None,
+        signal=signals.received.name if interrupted else None,
     )

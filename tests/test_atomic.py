@@ -13,8 +13,8 @@ import textwrap
 import pytest
 import torch
 
-from ntklab.callbacks import Checkpointer, CheckpointError
-from ntklab.logger import atomic_torch_save, atomic_write_text, temp_path
+from ntklab.control import CheckpointError, load_checkpoint
+from ntklab.rundir import RunFolder, atomic_torch_save, atomic_write_text, temp_path
 
 from conftest import run_cli
 
@@ -53,7 +53,7 @@ def test_text_write_killed_before_rename_keeps_old_file(tmp_path, monkeypatch):
     def die(src, dst):
         raise KeyboardInterrupt  # stands for the process dying at this instant
 
-    monkeypatch.setattr("ntklab.logger.os.replace", die)
+    monkeypatch.setattr("ntklab.rundir.os.replace", die)
     with pytest.raises(KeyboardInterrupt):
         atomic_write_text(path, '{"status": "completed"}\n')
     assert json.loads(path.read_text()) == {"status": "interrupted"}
@@ -65,13 +65,13 @@ def test_text_write_killed_before_rename_keeps_old_file(tmp_path, monkeypatch):
 
 
 def test_checkpoint_loader_rejects_a_torn_file_with_a_clear_message(tmp_path):
-    ckpt = Checkpointer(tmp_path)
-    ckpt.dir.mkdir()
-    atomic_torch_save({"W": torch.ones(2, 3), "epoch": 4}, ckpt.last_path)
-    assert ckpt.load()["epoch"] == 4
-    ckpt.last_path.write_bytes(ckpt.last_path.read_bytes()[:100])  # torn by a non-atomic tool
+    last = RunFolder(tmp_path).last_checkpoint
+    last.parent.mkdir()
+    atomic_torch_save({"W": torch.ones(2, 3), "epoch": 4}, last)
+    assert load_checkpoint(last)["epoch"] == 4
+    last.write_bytes(last.read_bytes()[:100])  # torn by a non-atomic tool
     with pytest.raises(CheckpointError, match="last.pt cannot be loaded .*overwrite=true"):
-        ckpt.load()
+        load_checkpoint(last)
 
 
 @pytest.mark.slow

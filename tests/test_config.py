@@ -1,17 +1,22 @@
-"""Every config composes and validates; validate() names the bad key (the CLI table of bad
-inputs is tests/test_validation.py)."""
+"""Every config composes and loads; each default is stated once, in the schema; load() names the
+bad key (the table of bad inputs is tests/test_validation.py)."""
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
-from ntklab.config import ConfigError, register_configs, validate
+from ntklab.config import Config, ConfigError, DataConfig, ModelConfig, NTKConfig, OptimConfig, load
+
+from conftest import compose_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
+SCHEMAS = {"model": ModelConfig(), "data": DataConfig(), "optim": OptimConfig(), "ntk": NTKConfig()}
 
 
 def group_options():
@@ -20,44 +25,46 @@ def group_options():
             yield group, path.stem
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _schemas():
-    register_configs()
-
-
 def overrides_for(group, option):
     extra = ["data.path=data.csv"] if (group, option) == ("data", "csv") else []
-    if group == "hydra":
-        return []
     return [f"{group}={option}", *extra]
 
 
 @pytest.mark.parametrize("group, option", list(group_options()))
-def test_every_config_composes_and_validates(group, option):
+def test_every_config_composes_and_loads(group, option):
     with initialize_config_module(config_module="ntklab.conf", version_base="1.3"):
         cfg = compose(
             config_name="config", overrides=overrides_for(group, option), return_hydra_config=True
         )
         # ${hydra:...} interpolations (launcher presets) resolve against the composed hydra node
         HydraConfig.instance().set_config(cfg)
-        job = cfg.copy()
-        with open_dict(job):
-            del job["hydra"]
-        OmegaConf.to_container(job, resolve=True)
-        validate(job)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        assert isinstance(load(cfg), Config)
+
+
+@pytest.mark.parametrize("group", sorted(SCHEMAS))
+def test_group_files_state_only_what_differs_from_the_schema(group):
+    """A default stated in a group's YAML file as well as in the schema could drift apart."""
+    defaults = {f.name: getattr(SCHEMAS[group], f.name) for f in fields(SCHEMAS[group])}
+    for path in sorted((CONF / group).glob("*.yaml")):
+        for key, value in (yaml.safe_load(path.read_text()) or {}).items():
+            assert key in defaults, (path.name, key)
+            if key not in ("name", "method"):  # the option's identity
+                assert value != defaults[key], f"{path.name}: {key}: {value} is the default"
 
 
 def test_default_config_is_the_documented_experiment():
-    with initialize_config_module(config_module="ntklab.conf", version_base="1.3"):
-        cfg = compose(config_name="config")
+    cfg = load(compose_config())
     assert cfg.model.name == "leaky_relu" and cfg.data.name == "sphere"
     assert cfg.optim.name == "gd" and cfg.optim.lr == "auto"
     assert cfg.ntk.method == "structured" and cfg.ntk.every == 1
     assert cfg.device == "auto" and cfg.dtype == "float32"
+    assert cfg.optim.batch_size is None and load(compose_config("optim=sgd")).optim.batch_size == 32
 
 
-def test_validate_names_the_key():
-    with initialize_config_module(config_module="ntklab.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["model.width=0"])
+def test_load_types_the_config_and_names_the_bad_key():
+    cfg = load(compose_config("optim.lr=0.5"))
+    assert isinstance(cfg, Config) and cfg.optim.lr == 0.5
     with pytest.raises(ConfigError, match=r"model.width=0: must be a positive integer"):
-        validate(cfg)
+        load(compose_config("model.width=0"))

@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from ntklab import ntk
-from ntklab.callbacks import NTKTracker
-from ntklab.data import make_synthetic
 from ntklab.diagnostics import (
+    InfiniteWidth,
     KernelGeometry,
     RateDiagnostics,
     alignment,
-    diagnostics,
     kernel_distance,
 )
-from ntklab.logger import RunLogger
+from ntklab.kernels import infinite_width_ntk
+from ntklab.measurements import NTKTracker, PatternChange
 from ntklab.models import OneHiddenLayer
-from ntklab.optim import ConstantLR, HeavyBall, full_batch, reshuffled
-from ntklab.theory import infinite_width_ntk
+from ntklab.ntk import Method
+from ntklab.optim import full_batch, reshuffled
 from ntklab.train import Callback, TrainState, fit
+
+from conftest import run_cli
 
 
 def test_kernel_distance_and_alignment_match_their_definitions() -> None:
@@ -52,30 +51,27 @@ class Recorder(Callback):
         self.W.append(state.model.W.detach().clone())
 
 
-def _train(tmp_path, *, sgd: bool = False, every: int = 1, epochs: int = 8, counter=None):
-    X, y = make_synthetic("sphere", 12, 5, seed=0)
-    model = OneHiddenLayer(5, 40, "leaky_relu", 0.2, seed=1, dtype=torch.float64)
-    lr = 0.5
-    state = TrainState(
-        model=model,
-        X=X,
-        y=y,
-        epochs=epochs,
-        optimizer=HeavyBall([model.W]),
-        schedule=ConstantLR(lr),
-        generator=torch.Generator().manual_seed(2),
-        lr=lr,
-    )
-    logger = RunLogger(tmp_path)
-    rec = Recorder()
+@pytest.fixture
+def train(make_state):
+    """A float64 run of n = 12, d = 5, m = 40, ε = 0.2 at lr = 0.5 with the tracker, every
+    diagnostic and a Recorder; returns X, y, the model and the Recorder."""
 
-    def batches(n, g):
-        return reshuffled(n, 4, g)
+    def run(*, sgd: bool = False, every: int = 1, epochs: int = 8):
+        batches = (lambda n, g: reshuffled(n, 4, g)) if sgd else full_batch
+        state = make_state(d=5, width=40, eps=0.2, lr=0.5, epochs=epochs, batches=batches)
+        rec = Recorder()
+        callbacks = [
+            NTKTracker(Method.STRUCTURED, every),
+            RateDiagnostics(full_batch_gd=not sgd),
+            KernelGeometry(),
+            PatternChange(),
+            InfiniteWidth(),
+            rec,
+        ]
+        fit(state, callbacks)
+        return state.X, state.y, state.model, rec
 
-    callbacks = [NTKTracker("structured", every), *diagnostics(logger, full_batch_gd=not sgd), rec]
-    fit(state, batches if sgd else full_batch, callbacks)
-    logger.close()
-    return X, y, model, rec
+    return run
 
 
 def _kernel(X, W, eps=0.2):
@@ -90,8 +86,8 @@ def _kernel(X, W, eps=0.2):
     return J @ J.T
 
 
-def test_rate_and_kernel_diagnostics_against_recomputation(tmp_path) -> None:
-    X, y, model, rec = _train(tmp_path)
+def test_rate_and_kernel_diagnostics_against_recomputation(train) -> None:
+    X, y, model, rec = train()
     n = X.shape[0]
     K = [_kernel(X, W) for W in rec.W]
     K_inf = infinite_width_ntk(X, 0.2)
@@ -121,8 +117,8 @@ def test_rate_and_kernel_diagnostics_against_recomputation(tmp_path) -> None:
         assert row["loss/contraction"] <= row["pl/rate_bound"]
 
 
-def test_velocity_divides_by_the_epochs_between_tracked_kernels(tmp_path) -> None:
-    X, _, _, rec = _train(tmp_path, every=3, epochs=7)
+def test_velocity_divides_by_the_epochs_between_tracked_kernels(train) -> None:
+    X, _, _, rec = train(every=3, epochs=7)
     tracked = [r["step"] for r in rec.rows if "ntk/kernel_distance" in r]
     assert tracked == [0, 3, 6, 7]
     for a, b in zip(tracked, tracked[1:], strict=False):
@@ -132,17 +128,17 @@ def test_velocity_divides_by_the_epochs_between_tracked_kernels(tmp_path) -> Non
     assert [r["step"] for r in rec.rows if "pl/rate_bound" in r] == [1, 4, 7]
 
 
-def test_sgd_logs_contraction_but_no_gd_bound(tmp_path) -> None:
-    _, _, _, rec = _train(tmp_path, sgd=True, epochs=3)
+def test_sgd_logs_contraction_but_no_gd_bound(train) -> None:
+    _, _, _, rec = train(sgd=True, epochs=3)
     assert all("loss/contraction" in r for r in rec.rows[1:])
     assert not any("pl/rate_bound" in r or "pl/rate_slide" in r for r in rec.rows)
 
 
-def test_diagnostics_reuse_the_trackers_kernel(tmp_path, monkeypatch) -> None:
+def test_diagnostics_reuse_the_trackers_kernel(train, monkeypatch) -> None:
     calls = []
-    real = ntk.METHODS["structured"]
-    monkeypatch.setitem(ntk.METHODS, "structured", lambda m, X: calls.append(1) or real(m, X))
-    _train(tmp_path, epochs=5)
+    real = ntk.model_ntk
+    monkeypatch.setattr(ntk, "model_ntk", lambda m, X: calls.append(1) or real(m, X))
+    train(epochs=5)
     assert len(calls) == 6  # the tracker's, epochs 0…5; no diagnostic computes its own
 
 
@@ -161,12 +157,7 @@ def test_resumed_diagnostics_continue_where_they_left(tmp_path) -> None:
 def test_cli_writes_spectrum_histogram_and_custom_scalars(tmp_path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "ntklab", f"hydra.run.dir={tmp_path}", "epochs=4", "ntk.every=2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli(f"hydra.run.dir={tmp_path}", "epochs=4", "ntk.every=2")
     assert proc.returncode == 0, proc.stderr
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"histograms": 0})
     events.Reload()

@@ -11,10 +11,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing import event_accumulator
 
-from ntklab.callbacks import DivergenceGuard
-from ntklab.models import OneHiddenLayer
-from ntklab.optim import ConstantLR, HeavyBall
-from ntklab.train import TrainState
+from ntklab.control import DivergenceGuard
+from ntklab.rundir import Status
 
 from conftest import run_cli
 
@@ -24,19 +22,21 @@ SMALL = ["epochs=30", "data.n=16", "model.width=32"]
 cli = run_cli
 
 
-def guard_on(losses: list[float], factor: float = 10.0) -> tuple[DivergenceGuard, TrainState]:
-    model = OneHiddenLayer(2, 4)
-    state = TrainState(
-        model, torch.zeros(3, 2), torch.zeros(3), len(losses) - 1, HeavyBall([model.W]),
-        ConstantLR(0.1), torch.Generator(), lr=0.1,
-    )  # fmt: skip
-    guard = DivergenceGuard(factor)
-    for epoch, loss in enumerate(losses):
-        state.epoch, state.loss = epoch, loss
-        guard.on_epoch_end(state)
-        if state.stop:
-            break
-    return guard, state
+@pytest.fixture
+def guard_on(make_state):
+    """The guard fed `losses` one epoch at a time, until it stops the run."""
+
+    def feed(losses: list[float], factor: float = 10.0):
+        state = make_state(epochs=len(losses) - 1, lr=0.1)
+        guard = DivergenceGuard(factor)
+        for epoch, loss in enumerate(losses):
+            state.epoch, state.loss = epoch, loss
+            guard.on_epoch_end(state)
+            if state.stop:
+                break
+        return guard, state
+
+    return feed
 
 
 @pytest.mark.parametrize(
@@ -46,16 +46,16 @@ def guard_on(losses: list[float], factor: float = 10.0) -> tuple[DivergenceGuard
      ([2.0, math.inf], 1, (2.0, 0)),
      ([math.nan], 0, (None, None))],
 )  # fmt: skip
-def test_guard_stops_at_the_first_bad_loss(losses, epoch, last):
+def test_guard_stops_at_the_first_bad_loss(guard_on, losses, epoch, last):
     guard, state = guard_on(losses)
-    assert state.stop == "diverged" and state.epoch == epoch
+    assert state.stop is Status.DIVERGED and state.epoch == epoch
     report = guard.report()
     assert report["epoch"] == epoch
     assert (report["last_finite_loss"], report["last_finite_epoch"]) == last
     assert f"diverged at epoch {epoch}" in state.message and "optim.lr" in state.message
 
 
-def test_guard_lets_a_good_run_finish_and_round_trips_its_state():
+def test_guard_lets_a_good_run_finish_and_round_trips_its_state(guard_on):
     guard, state = guard_on([1.0, 9.0, 3.0, 0.1])
     assert state.stop is None and guard.report() is None
     again = DivergenceGuard(10.0)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
+from conftest import run_cli
+
 
 def run(tmp_path, *overrides: str) -> dict:
-    cmd = [sys.executable, "-m", "ntklab", "data.n=8", "data.d=4", "model.width=16", *overrides]
-    proc = subprocess.run(cmd + [f"hydra.run.dir={tmp_path}"], capture_output=True, text=True)
+    proc = run_cli(
+        "data.n=8", "data.d=4", "model.width=16", *overrides, f"hydra.run.dir={tmp_path}"
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads((tmp_path / "summary.json").read_text())
 

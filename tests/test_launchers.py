@@ -5,22 +5,19 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from hydra import compose, initialize_config_module
 
-from ntklab.config import register_configs
+from conftest import run_cli
 
 TINY = ["epochs=3", "data.n=8", "data.d=4"]
 
 
 def sweep(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "ntklab", "-m", *overrides, *TINY]
-    cmd.append(f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    return run_cli("-m", *overrides, *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=240)
 
 
 def last_values(job: Path) -> dict:
@@ -120,18 +117,9 @@ def test_jobs_that_would_share_a_folder_are_refused_before_any_runs(tmp_path):
     ],
 )
 def test_launcher_presets_compose(preset, keys):
-    register_configs()
     with initialize_config_module(config_module="ntklab.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"launcher={preset}"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert preset.split("_")[-1].lower() in launcher._target_.lower()
     for key, value in keys.items():
         assert launcher[key] == value
-
-
-def test_threads_must_be_positive(tmp_path):
-    cmd = [sys.executable, "-m", "ntklab", "threads=0", f"hydra.run.dir={tmp_path}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert "threads=0: must be a positive integer" in proc.stderr
-    assert "Traceback" not in proc.stderr

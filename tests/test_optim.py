@@ -1,65 +1,48 @@
 """The hand-written updates against autograd and their recurrences, in float64."""
 
+import copy
+
 import pytest
 import torch
 
-from ntklab.models import OneHiddenLayer
-from ntklab.optim import HeavyBall, full_batch, reshuffled
-from ntklab.train import TrainState, fit, loss_and_grads, mse
+from ntklab.optim import reshuffled
+from ntklab.train import fit, loss_and_grads, mse
 
 F64 = torch.float64
 
 
-def make_state(epochs=5, lr=0.3, momentum=0.0, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(12, 4, generator=g, dtype=F64)
-    y = torch.randn(12, generator=g, dtype=F64)
-    net = OneHiddenLayer(4, 20, "leaky_relu", 0.1, seed=seed, dtype=F64)
-    from ntklab.optim import ConstantLR
-
-    return TrainState(
-        model=net,
-        X=X,
-        y=y,
-        epochs=epochs,
-        optimizer=HeavyBall([net.W], momentum=momentum),
-        schedule=ConstantLR(lr),
-        generator=torch.Generator().manual_seed(seed + 1),
-        lr=lr,
-    )
-
-
-def test_gd_step_is_W_minus_lr_grad():
+def test_gd_step_is_W_minus_lr_grad(make_state):
     state = make_state(epochs=1)
     W0 = state.model.W.detach().clone()
     W = W0.clone().requires_grad_(True)
     Z = state.X @ W.T
     loss = ((torch.where(Z >= 0, Z, 0.1 * Z) @ state.model.v - state.y) ** 2).mean()
     (grad,) = torch.autograd.grad(loss, W)
-    fit(state, full_batch)
+    fit(state)
     assert torch.allclose(state.model.W.detach(), W0 - 0.3 * grad, rtol=0, atol=1e-14)
 
 
-def test_sgd_with_full_batch_equals_gd():
-    gd, sgd = make_state(epochs=8), make_state(epochs=8)
-    fit(gd, full_batch)
-    fit(sgd, lambda n, g: reshuffled(n, n, g))
+def test_sgd_with_full_batch_equals_gd(make_state):
+    gd = make_state(epochs=8)
+    sgd = make_state(epochs=8, batches=lambda n, g: reshuffled(n, n, g))
+    fit(gd)
+    fit(sgd)
     assert torch.allclose(gd.model.W, sgd.model.W, rtol=0, atol=1e-12)
     assert gd.loss == pytest.approx(sgd.loss, rel=1e-12)
 
 
-def test_momentum_matches_recurrence():
+def test_momentum_matches_recurrence(make_state):
     state = make_state(epochs=6, lr=0.1, momentum=0.9)
     model, X, y = state.model, state.X, state.y
     W, b = model.W.detach().clone(), torch.zeros_like(model.W)
-    reference = OneHiddenLayer(4, 20, "leaky_relu", 0.1, seed=0, dtype=F64)
+    reference = copy.deepcopy(state.model)
     for _ in range(6):  # b_{t+1} = μ b_t + ∇L(W_t);  W_{t+1} = W_t − lr b_{t+1}
         with torch.no_grad():
             reference.W.copy_(W)
         _, (g,) = loss_and_grads(reference, X, y)
         b = 0.9 * b + g
         W = W - 0.1 * b
-    fit(state, full_batch)
+    fit(state)
     assert torch.allclose(model.W.detach(), W, rtol=0, atol=1e-12)
     assert torch.allclose(state.optimizer.buffers[0], b, rtol=0, atol=1e-12)
 
@@ -72,16 +55,16 @@ def test_reshuffled_covers_every_sample_once_per_epoch():
     assert not torch.equal(torch.cat(batches), torch.cat(reshuffled(10, 3, g)))
 
 
-def test_sgd_minibatch_step_uses_the_batch_gradient():
-    state = make_state(epochs=1, lr=0.05)
+def test_sgd_minibatch_step_uses_the_batch_gradient(make_state):
+    state = make_state(epochs=1, lr=0.05, batches=lambda n, gen: reshuffled(n, 5, gen))
     W0 = state.model.W.detach().clone()
-    order = reshuffled(12, 5, torch.Generator().manual_seed(1))  # the state's generator
-    ref = OneHiddenLayer(4, 20, "leaky_relu", 0.1, seed=0, dtype=F64)
+    order = reshuffled(12, 5, torch.Generator().manual_seed(2))  # the state's generator
+    ref = copy.deepcopy(state.model)
     W = W0.clone()
     for idx in order:
         with torch.no_grad():
             ref.W.copy_(W)
         (g,) = torch.autograd.grad(mse(ref, state.X[idx], state.y[idx]), ref.W)
         W = W - 0.05 * g
-    fit(state, lambda n, gen: reshuffled(n, 5, gen))
+    fit(state)
     assert torch.allclose(state.model.W.detach(), W, rtol=0, atol=1e-13)

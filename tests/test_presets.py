@@ -4,37 +4,31 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
 
-from ntklab.config import register_configs, validate
-from ntklab.theory import loglog_slope
+from ntklab.config import load
+from ntklab.sweep import loglog_fit
 
-register_configs()
+from conftest import compose_config, run_cli
+
 PRESETS = ["pl_linear", "width_sweep", "sgd_floor", "lazy_vs_rich"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_composes_and_validates(preset: str) -> None:
-    with initialize_config_module(config_module="ntklab.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"experiment={preset}"])
-    validate(cfg)
+    load(compose_config(f"experiment={preset}"))
 
 
 def test_pl_linear_is_a_linear_net_in_float64_on_wide_data() -> None:
-    with initialize_config_module(config_module="ntklab.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["experiment=pl_linear"])
+    cfg = load(compose_config("experiment=pl_linear"))
     assert cfg.model.name == "linear" and cfg.dtype == "float64" and cfg.optim.name == "gd"
     assert cfg.data.d >= cfg.data.n
 
 
 def _ntklab(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "ntklab", *args], capture_output=True, text=True, timeout=300
-    )
+    proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
     return proc
 
@@ -80,8 +74,8 @@ def test_width_sweep_short(tmp_path) -> None:
     gaps = [abs(r["ntk/lambda_min"] - r["ntk/lambda_min_inf"]) for r in first]
     assert gaps[1] < gaps[0]
     widths = [16, 256]
-    slope = loglog_slope(widths, [_final(p)["weights/max_neuron_dist"] for p in jobs])
-    assert slope < -0.2  # Du et al.: m^(-1/2); two short runs only roughly
+    fit = loglog_fit(widths, [_final(p)["weights/max_neuron_dist"] for p in jobs])
+    assert fit.slope < -0.2  # Du et al.: m^(-1/2); two short runs only roughly
 
 
 @pytest.mark.slow

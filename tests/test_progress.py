@@ -14,6 +14,8 @@ import torch
 from ntklab.progress import ProgressBar
 from ntklab.train import TrainState
 
+from conftest import run_cli
+
 
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
@@ -21,7 +23,8 @@ class Terminal(io.StringIO):
 
 
 def state(epoch: int, loss: float, metrics: dict) -> TrainState:
-    s = TrainState(torch.nn.Linear(1, 1), torch.zeros(2, 1), torch.zeros(2), 10, None, None, None)
+    model = torch.nn.Linear(1, 1)
+    s = TrainState.create(model, torch.zeros(2, 1), torch.zeros(2), epochs=10, lr=0.1)
     s.epoch, s.loss, s.metrics = epoch, loss, metrics
     return s
 
@@ -83,17 +86,5 @@ def test_cli_draws_a_bar_on_a_terminal_but_not_in_sweep_jobs(tmp_path):
     shown = run_on_a_terminal("-m", "epochs=4,5", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert "sweep report" in shown and "epoch 4/4 [" not in shown
     # And nothing when stderr is a pipe.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ntklab",
-            "epochs=4",
-            "data.n=8",
-            "model.width=8",
-            f"hydra.run.dir={tmp_path / 'piped'}",
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-    )
+    proc = run_cli("epochs=4", "data.n=8", "model.width=8", f"hydra.run.dir={tmp_path / 'piped'}")
     assert proc.returncode == 0 and "epoch 4/4 [" not in proc.stderr

@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from ntklab.report import find_jobs, group, loglog_slope, main, write_report
+from ntklab.report import main, write_report
+from ntklab.sweep import find_jobs, group, loglog_fit
+
+from conftest import run_cli
 
 WIDTHS = [16, 64, 256, 1024]
 
@@ -61,11 +63,28 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_loglog_slope_recovers_an_exact_power_law():
+def test_loglog_fit_recovers_a_power_law_and_its_standard_error():
     xs = [2.0, 8.0, 32.0]
-    assert loglog_slope(xs, [5 * x**-0.75 for x in xs]) == pytest.approx(-0.75, abs=1e-12)
-    assert loglog_slope([4.0, 4.0], [1.0, 2.0]) is None  # one x value: no slope
-    assert loglog_slope([1.0, 2.0, 3.0], [0.0, -1.0, math.nan]) is None
+    exact = loglog_fit(xs, [5 * x**-0.75 for x in xs])
+    assert exact.slope == pytest.approx(-0.75, abs=1e-12)
+    assert exact.intercept == pytest.approx(math.log(5), abs=1e-12)
+    assert exact(10.0) == pytest.approx(5 * 10**-0.75) and exact.stderr < 1e-12
+    assert loglog_fit([4.0, 4.0], [1.0, 2.0]) is None  # one x value: no slope
+    assert loglog_fit([1.0, 2.0, 3.0], [0.0, -1.0, math.nan]) is None
+    # against ordinary least squares in matrix form: Var(β) = σ² (AᵀA)⁻¹, σ² = RSS / (k − 2)
+    noisy = [16, 64, 256, 1024, 4096]
+    noise = [0.1, -0.05, 0.02, -0.12, 0.07]
+    fit = loglog_fit(noisy, [2 * x**0.5 * math.exp(e) for x, e in zip(noisy, noise, strict=True)])
+    A = torch.tensor([[1.0, math.log(x)] for x in noisy], dtype=torch.float64)
+    b = torch.tensor(
+        [math.log(2 * x**0.5) + e for x, e in zip(noisy, noise, strict=True)], dtype=torch.float64
+    )
+    beta = torch.linalg.lstsq(A, b[:, None]).solution[:, 0]
+    sigma2 = float(((A @ beta - b) ** 2).sum()) / 3
+    cov = sigma2 * torch.linalg.inv(A.T @ A)
+    assert (fit.intercept, fit.slope) == pytest.approx(beta.tolist(), rel=1e-10)
+    assert fit.stderr == pytest.approx(math.sqrt(float(cov[1, 1])), rel=1e-10)
+    assert fit.points == 5
 
 
 def test_report_lists_every_job_and_fits_only_completed_runs(tmp_path):
@@ -84,7 +103,9 @@ def test_report_lists_every_job_and_fits_only_completed_runs(tmp_path):
     assert by_width[64]["last_step"] == "3"
     assert by_width[2048]["message"] == "failed on purpose"
     report = path.read_text()
-    assert "weights/max_neuron_dist ∝ model.width^-0.500" in report
+    assert (
+        "weights/max_neuron_dist ∝ model.width^-0.500  (all runs; ± 0.000 s.e., 4 runs)" in report
+    )
     assert "ntk/rel_change ∝ model.width^-0.750" in report
     assert "Swept: model.width" in report and "Fixed: epochs=3" in report
     for name, why in [("model.width=4096", "diverged"), ("model.width=8", "unfinished")]:
@@ -105,8 +126,8 @@ def test_two_swept_keys_give_one_series_per_value_of_the_other(tmp_path):
     assert (sweep.x, sweep.series, sweep.swept) == ("model.width", ["optim.lr"], sweep.swept)
     assert set(sweep.groups()) == {"optim.lr=0.1", "optim.lr=0.5"}
     report = write_report(tmp_path).read_text()
-    assert "ntk/rel_change ∝ model.width^-1.000  (optim.lr=0.1)" in report
-    assert "ntk/rel_change ∝ model.width^-0.500  (optim.lr=0.5)" in report
+    assert "ntk/rel_change ∝ model.width^-1.000  (optim.lr=0.1;" in report
+    assert "ntk/rel_change ∝ model.width^-0.500  (optim.lr=0.5;" in report
 
 
 def test_a_sweep_over_something_else_than_width(tmp_path):
@@ -144,9 +165,7 @@ def test_cli_prints_slopes_and_rejects_a_folder_without_jobs(tmp_path, capsys):
     assert "epochs=3,model.width=4096: diverged: diverged on purpose" in out
     (tmp_path / "empty").mkdir()
     for folder in (tmp_path / "empty", tmp_path / "missing"):
-        proc = subprocess.run(
-            [sys.executable, "-m", "ntklab.report", str(folder)], capture_output=True, text=True
-        )
+        proc = run_cli(str(folder), module="ntklab.report")
         assert proc.returncode == 2
         assert proc.stderr.startswith(f"ntklab-report: error: SWEEP_DIR='{folder}'")
         assert "Traceback" not in proc.stderr

@@ -17,6 +17,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing import event_accumulator
 
+from conftest import run_cli
+
 # Minibatch SGD with momentum (generator and buffers matter), the NTK every 3 epochs and a
 # checkpoint every 7 (cadences that do not line up with the interruption).
 RUN = [
@@ -38,9 +40,7 @@ WALL_TIME_KEYS = ("wall_time_s", "total_time_s")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def cli(*args: str, **kw) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "ntklab", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV, **kw)
+cli = run_cli
 
 
 def records(run_dir: Path) -> int:

@@ -8,19 +8,17 @@ import subprocess
 import pytest
 import torch
 
-from ntklab.config import register_configs
 from ntklab.optim import (
     SCHEDULES,
     ConstantLR,
     InverseTimeLR,
     PlateauLR,
+    make_schedule,
     reshuffled,
     with_replacement,
 )
 
 from conftest import run_cli
-
-register_configs()
 
 
 def test_constant_keeps_the_step() -> None:
@@ -53,17 +51,31 @@ def test_inverse_time_decay() -> None:
     assert steps[3] == pytest.approx(1.0)
 
 
+OPTIONS = {"patience": 2, "factor": 0.1, "decay_epochs": 3}
+
+
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 def test_a_resumed_schedule_continues_the_same_sequence(name: str) -> None:
     losses = [3.0, 2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 0.5]
-    whole = SCHEDULES[name](1.0, patience=2, factor=0.1, decay_epochs=3)
+    whole = make_schedule(name, 1.0, OPTIONS)
     expected = [whole.step(loss) for loss in losses]
-    first = SCHEDULES[name](1.0, patience=2, factor=0.1, decay_epochs=3)
+    first = make_schedule(name, 1.0, OPTIONS)
     got = [first.step(loss) for loss in losses[:4]]
-    second = SCHEDULES[name](7.0, patience=2, factor=0.1, decay_epochs=3)  # lr from state
+    second = make_schedule(name, 7.0, OPTIONS)  # lr from state
     second.load_state_dict(first.state_dict())
     got += [second.step(loss) for loss in losses[4:]]
     assert got == expected
+
+
+def test_each_schedule_takes_only_its_own_options() -> None:
+    """A config carries every schedule's options and each schedule receives only its own; a
+    misspelt keyword in a direct call is an error, not silently ignored."""
+    assert make_schedule("plateau", 1.0, OPTIONS).patience == 2
+    assert make_schedule("inverse_time", 1.0, OPTIONS).decay_epochs == 3
+    with pytest.raises(TypeError, match="patiense"):
+        PlateauLR(1.0, patiense=3)
+    with pytest.raises(TypeError, match="decay_epochs"):
+        ConstantLR(1.0, decay_epochs=3)
 
 
 def test_reshuffled_epochs_visit_every_sample_once() -> None:

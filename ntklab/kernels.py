@@ -1,0 +1,83 @@
+"""The one-hidden-layer net's NTK in closed form: at finite width and in the m → ∞ limit, side
+by side, with the net's options (a trained output layer, an output scale α).
+
+For f = α h the kernel is K = α² (K_W + K_out). K_W is the hidden layer's part: the empirical
+one is `structured.structured_ntk`, its limit `infinite_width_ntk`. K_out is the trained output
+layer's part, there only when that layer is trained: the empirical c² Φ Φᵀ
+(`output_layer_ntk`) and its limit, the arc-cosine kernel (`infinite_width_output_ntk`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ntklab.models import OneHiddenLayer, sigma
+from ntklab.structured import exact_matmul, structured_ntk
+
+
+def output_layer_ntk(
+    X: torch.Tensor, W: torch.Tensor, negative_slope: float, multiplier: float
+) -> torch.Tensor:
+    """The trained output layer's part c² Φ Φᵀ, Φ = σ(X Wᵀ) (n, m), c = ∂h/∂(output param)_k
+    divided by σ(w_k·x) (1/√m in the NTK parameterization, 1 in the standard one): (n, n)."""
+    with exact_matmul():
+        Phi = sigma(X @ W.T, negative_slope) * multiplier
+        return Phi @ Phi.T
+
+
+def _angles(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gram G = X Xᵀ, norms product N_ij = ‖x_i‖‖x_j‖ and angles θ_ij ∈ [0, π], all (n, n)."""
+    G = X @ X.T
+    norms = X.norm(dim=1)
+    N = norms[:, None] * norms[None, :]
+    cos = torch.where(N > 0, G / N.clamp_min(torch.finfo(X.dtype).tiny), torch.ones_like(G))
+    return G, N, torch.arccos(cos.clamp(-1.0, 1.0))
+
+
+def infinite_width_ntk(X: torch.Tensor, negative_slope: float) -> torch.Tensor:
+    """K∞_ij = (x_i·x_j)[(π − θ_ij)(1 + ε²)/(2π) + ε θ_ij/π]: (n, n), float64.
+
+    The m → ∞ limit (and, for Rademacher v with ‖v‖² = 1, the exact mean over inits) of the
+    hidden layer's kernel K_W for w ~ N(0, I) (docs/theory.md). ε = 1 (the linear net) gives
+    X Xᵀ; ε = 0 gives Du et al.'s H∞.
+    """
+    X = X.to(torch.float64)
+    eps = float(negative_slope)
+    G, _, theta = _angles(X)
+    return G * ((math.pi - theta) * (1 + eps**2) / (2 * math.pi) + eps * theta / math.pi)
+
+
+def infinite_width_output_ntk(X: torch.Tensor, negative_slope: float) -> torch.Tensor:
+    """The output layer's part E_w[σ(w·x_i) σ(w·x_j)], w ~ N(0, I): (n, n), float64.
+
+    The NTK-parameterized limit of (1/m) Σ_k σ(w_k·x_i) σ(w_k·x_j). With σ(z) = εz + (1−ε)relu(z)
+    it is ε(x_i·x_j) + (1−ε)² ‖x_i‖‖x_j‖ (sin θ + (π − θ) cos θ)/(2π) (arc-cosine kernel).
+    """
+    X = X.to(torch.float64)
+    eps = float(negative_slope)
+    G, N, theta = _angles(X)
+    arccos1 = N * (torch.sin(theta) + (math.pi - theta) * torch.cos(theta)) / (2 * math.pi)
+    return eps * G + (1 - eps) ** 2 * arccos1
+
+
+def model_ntk(model: OneHiddenLayer, X: torch.Tensor) -> torch.Tensor:
+    """The empirical kernel of `model` on X (n, d) in closed form: α² (K_W + K_out), (n, n)."""
+    W, v, eps = model.W.detach(), model.v.detach(), model.negative_slope
+    K = structured_ntk(X, W, v, eps)
+    if model.train_output:
+        K = K + output_layer_ntk(X, W, eps, model.output_multiplier)
+    return K if model.alpha == 1.0 else K * model.alpha**2
+
+
+def model_ntk_inf(model: OneHiddenLayer, X: torch.Tensor) -> torch.Tensor | None:
+    """Its infinite-width limit α² (K∞_W + K∞_out), float64 (n, n). None where no finite limit
+    exists: a trained output layer in the standard parameterization grows like m."""
+    eps = model.negative_slope
+    K = infinite_width_ntk(X, eps)
+    if model.train_output:
+        if model.parameterization != "ntk":
+            return None
+        K = K + infinite_width_output_ntk(X, eps)
+    return K * model.alpha**2

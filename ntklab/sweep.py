@@ -1,0 +1,227 @@
+"""A sweep as data: its job folders, each job's overrides, status and records, the keys the
+jobs differ in, and the log-log fits of a quantity against the swept key. The sweep report
+(report.py) and its figures (figures.py) both read a sweep through this module."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ntklab.rundir import RunFolder, Status
+
+# What a job's row reports: column name → (tag in metrics.jsonl, which record: first or last).
+COLUMNS = {
+    "loss_init": ("loss/train", "first"),
+    "loss_final": ("loss/train", "last"),
+    "lambda_min_init": ("ntk/lambda_min", "first"),
+    "lambda_min_final": ("ntk/lambda_min", "last"),
+    "lambda_min_inf": ("ntk/lambda_min_inf", "last"),
+    "max_neuron_dist": ("weights/max_neuron_dist", "last"),
+    "rel_change": ("ntk/rel_change", "last"),
+    "rel_dist_from_init": ("weights/rel_dist_from_init", "last"),
+}
+# The preferred x axis: a width sweep plots against the width; otherwise the first numeric key.
+PREFERRED_X = "model.width"
+# Where a sweep's job folders keep the command's overrides (Hydra writes it).
+OVERRIDES_FILE = ".hydra/overrides.yaml"
+
+
+class SweepError(ValueError):
+    """A sweep folder that cannot be read; the message says why and what to pass."""
+
+
+def override_key(override: str) -> str:
+    """The key of a command-line override: `+key=v`, `++key=v` and `~key` name `key`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def parse_value(text: str) -> Any:
+    """An override's value as Hydra's command line wrote it: int, float, or the string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_overrides(path: Path) -> dict[str, Any]:
+    """`.hydra/overrides.yaml` (a list of "key=value") as a dict of key → value."""
+    items = yaml.safe_load(path.read_text()) or []
+    pairs = (str(item).split("=", 1) for item in items if "=" in str(item))
+    return {override_key(key): parse_value(value) for key, value in pairs}
+
+
+@dataclass
+class Job:
+    """One job folder of a sweep: its overrides, status and the metrics it logged."""
+
+    name: str  # folder relative to the sweep folder, e.g. "model.width=64"
+    overrides: dict[str, Any]
+    status: Status
+    message: str = ""
+    records: list[dict[str, Any]] = field(default_factory=list)
+    wall_time_s: float | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.status is Status.COMPLETED
+
+    @property
+    def last_step(self) -> int | None:
+        return self.records[-1]["step"] if self.records else None
+
+    def value(self, tag: str, which: str) -> float | None:
+        """The tag's value in the first or last record that holds a finite value of it."""
+        records = self.records if which == "first" else reversed(self.records)
+        for record in records:
+            value = record.get(tag)
+            if value is not None and math.isfinite(value):
+                return float(value)
+        return None
+
+    def column(self, name: str) -> float | None:
+        """A COLUMNS value of this job."""
+        tag, which = COLUMNS[name]
+        return self.value(tag, which)
+
+    def curve(self, tag: str) -> tuple[list[int], list[float]]:
+        pairs = [(r["step"], r[tag]) for r in self.records if r.get(tag) is not None]
+        return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+def read_job(sweep_dir: Path, job_dir: Path) -> Job:
+    folder = RunFolder(job_dir)
+    summary = folder.read_summary() or {}
+    return Job(
+        name=job_dir.relative_to(sweep_dir).as_posix(),
+        overrides=read_overrides(job_dir / OVERRIDES_FILE),
+        status=folder.status() or Status.UNFINISHED,
+        message=str(summary.get("message") or ""),
+        records=folder.records(),
+        wall_time_s=summary.get("wall_time_s"),
+    )
+
+
+def find_jobs(sweep_dir: str | Path) -> list[Job]:
+    """Every job folder under the sweep folder (any folder holding .hydra/overrides.yaml)."""
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise SweepError(f"SWEEP_DIR={str(root)!r}: no such folder; pass a multirun folder")
+    found = sorted(p.parent.parent for p in root.rglob(OVERRIDES_FILE))
+    jobs = [read_job(root, d) for d in found if ".submitit" not in d.relative_to(root).parts]
+    if not jobs:
+        raise SweepError(
+            f"SWEEP_DIR={str(root)!r}: holds no job folders ({OVERRIDES_FILE}); "
+            "pass the folder a multirun wrote, e.g. runs/multirun/<date>/<time>"
+        )
+    return jobs
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, (int, float)) else (1, str(value))
+
+
+@dataclass
+class Sweep:
+    """Jobs grouped by the swept keys: `x` is the key on the figures' x axis (None when no swept
+    key is numeric), `series` the other swept keys (one line per combination of their values)."""
+
+    jobs: list[Job]
+    swept: list[str]
+    fixed: dict[str, Any]
+    x: str | None
+    series: list[str]
+
+    def name(self, job: Job) -> str:
+        """The job by its swept values alone, e.g. "model.width=64" (the folder when none)."""
+        return ", ".join(f"{k}={job.overrides.get(k)}" for k in self.swept) or job.name
+
+    def label(self, job: Job) -> str:
+        """The job's series: its values of the swept keys other than x."""
+        return ", ".join(f"{k}={job.overrides.get(k)}" for k in self.series) or "all runs"
+
+    def position(self, job: Job) -> float:
+        """x of a job: its swept value, or its index in the sweep when no swept key is numeric."""
+        return float(self.jobs.index(job) if self.x is None else job.overrides[self.x])
+
+    def groups(self) -> dict[str, list[Job]]:
+        """Jobs per series, each sorted along x."""
+        out: dict[str, list[Job]] = {}
+        for job in self.jobs:
+            out.setdefault(self.label(job), []).append(job)
+        key = self.x
+        for jobs in out.values():
+            jobs.sort(key=lambda j: _sort_key(j.overrides.get(key)) if key else (0, j.name))
+        return out
+
+
+def group(jobs: Sequence[Job]) -> Sweep:
+    """Swept keys are those whose value is not the same in every job."""
+    keys = sorted({k for job in jobs for k in job.overrides})
+    swept, fixed = [], {}
+    for key in keys:
+        values = {repr(job.overrides.get(key)) for job in jobs}
+        if len(values) > 1:
+            swept.append(key)
+        else:
+            fixed[key] = jobs[0].overrides.get(key)
+    numeric = [k for k in swept if all(isinstance(j.overrides.get(k), (int, float)) for j in jobs)]
+    x = PREFERRED_X if PREFERRED_X in numeric else (numeric[0] if numeric else None)
+    series = [k for k in swept if k != x]
+    ordered = sorted(jobs, key=lambda j: [_sort_key(j.overrides.get(k)) for k in swept])
+    return Sweep(list(ordered), swept, fixed, x, series)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """log y = intercept + slope · log x by least squares: the power law y = e^intercept x^slope."""
+
+    slope: float
+    intercept: float
+    stderr: float  # the slope's standard error (NaN from two points: no residual to measure)
+    points: int
+
+    def __call__(self, x: float) -> float:
+        return math.exp(self.intercept) * x**self.slope
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def loglog_fit(xs: Sequence[float], ys: Sequence[float | None]) -> Fit | None:
+    """The power law through the pairs with positive finite x and y; None with fewer than two
+    distinct x values."""
+    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if _positive(x) and _positive(y)]
+    if len({x for x, _ in pairs}) < 2:
+        return None
+    lx = [math.log(x) for x, _ in pairs]
+    ly = [math.log(y) for _, y in pairs]
+    k = len(pairs)
+    mx, my = sum(lx) / k, sum(ly) / k
+    sxx = sum((a - mx) ** 2 for a in lx)
+    slope = sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sxx
+    intercept = my - slope * mx
+    residual = sum((b - intercept - slope * a) ** 2 for a, b in zip(lx, ly, strict=True))
+    stderr = math.sqrt(residual / (k - 2) / sxx) if k > 2 else math.nan
+    return Fit(slope, intercept, stderr, k)
+
+
+def fits(sweep: Sweep, columns: Sequence[str]) -> list[tuple[str, str, Fit]]:
+    """(tag, series, fit of log tag against log x) over each series' completed runs."""
+    if sweep.x is None:
+        return []
+    out = []
+    for col in columns:
+        for label, jobs in sweep.groups().items():
+            done = [j for j in jobs if j.completed]
+            fit = loglog_fit([sweep.position(j) for j in done], [j.column(col) for j in done])
+            if fit is not None:
+                out.append((COLUMNS[col][0], label, fit))
+    return out
