@@ -25,9 +25,9 @@ from collections.abc import Callable
 import torch
 
 from ntklab.models import OneHiddenLayer
-from ntklab.ntk import jacobian_ntk, structured_ntk
+from ntklab.ntk import jacobian_ntk
 from ntklab.spectrum import lanczos
-from ntklab.structured import StructuredOperator
+from ntklab.structured import StructuredOperator, structured_ntk
 
 GiB = 2**30
 
@@ -199,12 +199,12 @@ def train_once(overrides: list[str]) -> dict:
     """Compose the default config with `overrides`, run it in a temporary folder."""
     from hydra import compose, initialize_config_module
 
-    from ntklab.config import register_configs
+    from ntklab.config import load, register_configs
     from ntklab.experiment import run_experiment
 
     register_configs()
     with initialize_config_module("ntklab.conf", version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+        cfg = load(compose("config", overrides=overrides))
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_experiment(cfg, tmp)
     return {"time": summary["wall_time_s"], "peak": peak_bytes("cpu")}

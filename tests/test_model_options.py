@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 
 import pytest
 import torch
@@ -75,14 +74,10 @@ def test_bad_options_are_refused() -> None:
         OneHiddenLayer(3, 4, alpha=0.0)
 
 
-def _cli(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
-    return run_cli(f"hydra.run.dir={tmp_path}", *overrides)
-
-
 @pytest.mark.slow
 def test_cli_trains_the_output_layer_with_a_scaled_output(tmp_path) -> None:
-    proc = _cli(
-        tmp_path,
+    proc = run_cli(
+        f"hydra.run.dir={tmp_path}",
         "model.train_output=true",
         "model.alpha=2",
         "model.width=64",

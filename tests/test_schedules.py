@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import torch
@@ -100,14 +99,10 @@ def test_with_replacement_draws_uniform_batches() -> None:
     assert counts.min() > 0.85 * counts.mean() and counts.max() < 1.15 * counts.mean()
 
 
-def _cli(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
-    return run_cli(f"hydra.run.dir={tmp_path}", *overrides)
-
-
 @pytest.mark.slow
 def test_cli_logs_the_scheduled_steps(tmp_path) -> None:
-    proc = _cli(
-        tmp_path,
+    proc = run_cli(
+        f"hydra.run.dir={tmp_path}",
         "optim=sgd",
         "optim.lr=0.2",
         "optim.schedule=inverse_time",
