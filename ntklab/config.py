@@ -148,7 +148,7 @@ def load(cfg: DictConfig, schema: type[Config] = Config) -> Config:
         _fail(key, "???", f"has no value; set it on the command line, e.g. {key}=...")
     typed = OmegaConf.to_object(cfg)
     if type(typed) is not schema:
-        _fail("schema", type(typed).__name__, f"this program takes {schema.__name__}; drop it")
+        _fail("schema", type(typed).__name__, "is another program's schema; leave `schema` unset")
     validate(typed)
     typed.optim.lr = parse_lr(typed.optim.lr)
     if isinstance(typed, LRFindConfig):

@@ -33,7 +33,7 @@ def alignment(K: torch.Tensor, y: torch.Tensor) -> float:
 class RateDiagnostics(Callback):
     """At step t: loss/contraction = L_t / L_{t−1}; for full-batch GD without momentum also
     pl/rate_bound (theory.rate_bound from K_{t−1} and the step of epoch t), pl/loss_bound =
-    L_{t−1} · pl/rate_bound, and pl/rate_slide (the slide's 1 − μ/β from K_{t−1}). The bounds
+    L_{t−1} · pl/rate_bound, and pl/rate_slide (the lecture notes' 1 − μ/β from K_{t−1}). The bounds
     need K_{t−1}, so they appear on epochs following a tracked one (every epoch at ntk.every=1)."""
 
     def __init__(self, full_batch_gd: bool) -> None:

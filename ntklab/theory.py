@@ -45,6 +45,6 @@ def rate_bound(
 
 
 def rate_slide(lambda_min: float, lambda_max: float) -> float:
-    """The lecture slide's constant 1 − μ/β = 1 − 2 λ_min/λ_max, claimed for lr = 1/β; the slide
-    drops a factor 2 of the descent lemma (docs/theory.md), so it is not a bound."""
+    """The lecture notes' constant 1 − μ/β = 1 − 2 λ_min/λ_max, claimed for lr = 1/β; the notes
+    drop a factor 2 of the descent lemma (docs/theory.md), so it is not a bound."""
     return 1.0 - 2.0 * lambda_min / lambda_max

@@ -1,4 +1,4 @@
-"""The nets follow THEORY.md's conventions: shapes, init, v = ±1/√m, forward formula."""
+"""The nets follow the conventions of docs/theory.md: shapes, init, v = ±1/√m, forward formula."""
 
 import math
 

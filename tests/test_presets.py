@@ -55,7 +55,7 @@ def test_pl_linear_short(tmp_path) -> None:
     assert all(r["pl/ratio"] >= r["pl/mu"] * (1 - 1e-9) for r in rows)
     steps = rows[1:]
     assert all(r["loss/contraction"] <= r["pl/rate_bound"] * (1 + 1e-9) for r in steps)
-    # the slowest mode takes over and the slide's 1 − μ/β is violated
+    # the slowest mode takes over and the notes' 1 − μ/β is violated
     assert any(r["loss/contraction"] > r["pl/rate_slide"] for r in steps)
 
 
