@@ -20,8 +20,12 @@ from ntklab.train import Callback, TrainState
 class WeightMetrics(Callback):
     """weights/* (distance of W_t from W_0) and pl/ratio = ‖∇L(W_t)‖² / L(W_t), every epoch."""
 
+    def __init__(self) -> None:
+        self.W0: torch.Tensor | None = None  # (m, d), kept from the start (or the checkpoint)
+        self.W0_norm = math.nan
+
     def on_train_start(self, state: TrainState) -> None:
-        if not hasattr(self, "W0"):
+        if self.W0 is None:
             self.W0 = state.model.W.detach().clone()
             self.W0_norm = float(self.W0.norm())
 
@@ -39,7 +43,7 @@ class WeightMetrics(Callback):
         )
 
     def state_dict(self) -> dict[str, object]:
-        return {"W0": self.W0, "W0_norm": self.W0_norm} if hasattr(self, "W0") else {}
+        return {} if self.W0 is None else {"W0": self.W0, "W0_norm": self.W0_norm}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         if "W0" in state:
