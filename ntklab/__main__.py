@@ -1,6 +1,37 @@
-"""`python -m ntklab` runs the same CLI as the `ntklab` console script."""
+"""The `ntklab` command (also `python -m ntklab`). This module stays light: the heavy ones are
+imported inside main, where a signal during their import is only noted, then answered."""
 
-from ntklab.cli import main
+from __future__ import annotations
+
+import signal
+import sys
+
+from ntklab.launch import Interrupted, check_output_folder, console, stopped
+
+
+def main() -> None:
+    """The `ntklab` command: an output folder that cannot be written and a signal while starting
+    are answered in one line; then Hydra composes the config and ntklab.cli runs it.
+
+    While the heavy modules are imported a signal is only noted (an exception inside an import
+    can leave a library half-initialised); it is answered once they are in."""
+    if not any(a in sys.argv for a in ("--help", "-h", "--hydra-help", "--cfg", "-c")):
+        problem = check_output_folder(sys.argv[1:])
+        if problem:
+            console(f"error: {problem}")
+            sys.exit(2)
+    pending: list[int] = []
+    note = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: pending.append(signum))
+    from ntklab.cli import hydra_main  # torch and the rest
+
+    signal.signal(signal.SIGINT, note)
+    if pending:
+        stopped(signal.Signals(pending[0]))
+        sys.exit(128 + pending[0])
+    with Interrupted.catch():
+        hydra_main()
+
 
 if __name__ == "__main__":
     main()

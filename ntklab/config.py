@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ntklab.data import INPUTS, TARGETS
+from ntklab.launch import unique_folder
 from ntklab.models import ACTIVATIONS, PARAMETERIZATIONS
 from ntklab.ntk import Method
 from ntklab.optim import SAMPLERS, SCHEDULES
@@ -105,12 +106,16 @@ class LRFindConfig(Config):
 
 def register_configs() -> None:
     """The schemas as options of the `schema` group: conf/config.yaml takes `ntklab`,
-    conf/lr_find.yaml overrides it with `lr_find`, so each program accepts only its own keys."""
+    conf/lr_find.yaml overrides it with `lr_find`, so each program accepts only its own keys.
+    Also the resolver behind the default run and sweep folders (launch.unique_folder)."""
+    OmegaConf.register_new_resolver("ntklab_unique", unique_folder, use_cache=True, replace=True)
     cs = ConfigStore.instance()
     cs.store(group="schema", name="ntklab", node=Config, package="_global_")
     cs.store(group="schema", name="lr_find", node=LRFindConfig, package="_global_")
 
 
+MAX_SEED = 2**32 - 1  # seed · 1000 + stream must stay a valid generator seed
+ALPHA_RANGE = (1e-6, 1e6)
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("gd", "sgd")
@@ -164,8 +169,8 @@ def validate(cfg: Config) -> None:
     _validate_ntk(cfg.ntk)
     if cfg.epochs < 0:
         _fail("epochs", cfg.epochs, "must be ≥ 0")
-    if cfg.seed < 0:
-        _fail("seed", cfg.seed, "must be an integer ≥ 0")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        _fail("seed", cfg.seed, f"must be an integer in [0, {MAX_SEED}]")
     _choice("device", cfg.device, DEVICES)
     _choice("dtype", cfg.dtype, DTYPES)
     if cfg.threads is not None and cfg.threads <= 0:
@@ -179,8 +184,9 @@ def _validate_model(m: ModelConfig) -> None:
         _fail("model.width", m.width, "must be a positive integer (number of hidden neurons)")
     if m.name == "leaky_relu" and not 0.0 <= m.negative_slope < 1.0:
         _fail("model.negative_slope", m.negative_slope, "must lie in [0, 1)")
-    if not (math.isfinite(m.alpha) and m.alpha > 0):
-        _fail("model.alpha", m.alpha, "must be a positive finite number (1 = no output scale)")
+    if not (math.isfinite(m.alpha) and ALPHA_RANGE[0] <= m.alpha <= ALPHA_RANGE[1]):
+        # α² scales the kernel and the theory step: beyond this range float32 under/overflows
+        _fail("model.alpha", m.alpha, "must lie in [1e-06, 1e+06] (1 = no output scale)")
     _choice("model.parameterization", m.parameterization, PARAMETERIZATIONS)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import os
 from collections.abc import Callable
@@ -120,8 +121,11 @@ def load_csv(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
         raise DataError(f"data.path={path}: no such file (give the path of a CSV file)")
     if path.is_dir():
         raise DataError(f"data.path={path}: is a directory, not a CSV file")
+    if not path.is_file():  # a FIFO, socket or device would block or never end
+        raise DataError(f"data.path={path}: is not a regular file; give the path of a CSV file")
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        # utf-8-sig: a byte-order mark (as some spreadsheets write) is not part of the first cell
+        with path.open(newline="", encoding="utf-8-sig") as f:
             rows = [
                 (i, r) for i, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)
             ]
@@ -135,9 +139,11 @@ def load_csv(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
             raise DataError(f"data.path={path}: holds a header row but no data rows")
     width = len(rows[0][1])
     if width < 2:
+        other = next((sep for sep in ";\t|" if sep in rows[0][1][0]), None)
+        hint = f" (values seem separated by {other!r}: save the file with commas)" if other else ""
         raise DataError(
-            f"data.path={path}: rows have a single column; need at least one feature "
-            "column and the target y as the last column"
+            f"data.path={path}: rows have a single column{hint}; need at least one feature "
+            "column and the target y as the last column, separated by commas"
         )
     data = []
     for lineno, row in rows:
@@ -149,3 +155,15 @@ def load_csv(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
         data.append(_parse_row(row, lineno, path))
     table = torch.tensor(data, dtype=torch.float64)
     return table[:, :-1].contiguous(), table[:, -1].contiguous()
+
+
+def fingerprint(X: torch.Tensor, y: torch.Tensor, path: str | os.PathLike | None = None) -> dict:
+    """What identifies a data set: n, d and the SHA-256 of X and y (float64, row-major) and, for
+    a file, of its bytes. A resumed run must see the same one."""
+    found: dict = {"n": int(X.shape[0]), "d": int(X.shape[1])}
+    for name, t in (("X", X), ("y", y)):
+        data = t.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()
+        found[f"sha256_{name}"] = hashlib.sha256(data).hexdigest()
+    if path is not None:
+        found["sha256_file"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return found

@@ -24,8 +24,8 @@ from omegaconf import DictConfig
 from ntklab.config import ConfigError, LRFindConfig, load, register_configs
 from ntklab.control import DivergenceGuard
 from ntklab.data import DataError
-from ntklab.experiment import Problem, make_problem, make_state
 from ntklab.models import output_scale
+from ntklab.problem import Problem, make_problem, make_state
 from ntklab.theory import stability_lr
 from ntklab.train import fit
 

@@ -154,6 +154,20 @@ def dense_bytes(n: int, p: int, dtype: torch.dtype, method: Method) -> int:
     return size + (n * p * 8 if method is Method.JACOBIAN else 0)
 
 
+def available_bytes(device: torch.device) -> float:
+    """Memory a new allocation may take on `device`: free GPU memory, or the kernel's
+    MemAvailable on Linux (inf where it cannot be read)."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float("inf")
+
+
 def resolve_method(
     method: Method | str, model: nn.Module, X: torch.Tensor, budget_bytes: float
 ) -> Method:

@@ -96,6 +96,17 @@ def write_report(sweep_dir: str | Path, sweep: Sweep | None = None) -> Path:
     return path
 
 
+def write_sweep_report(sweep_dir: Path, quiet: bool = False) -> Path | None:
+    """report.md, sweep.csv and the figures of the sweep (with this launch's job outcomes)."""
+    try:
+        sweep = group(find_jobs(sweep_dir))
+    except SweepError as err:
+        if not quiet:
+            print(f"ntklab: no sweep report: {err}", file=sys.stderr)
+        return None
+    return write_report(sweep_dir, sweep)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ntklab-report", description="Plots and a table for an ntklab sweep folder."

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from ntklab.rundir import RunFolder, Status
+from ntklab.rundir import RunFolder, Status, read_jsonl
 
 # What a job's row reports: column name → (tag in metrics.jsonl, which record: first or last).
 COLUMNS = {
@@ -27,8 +27,13 @@ COLUMNS = {
 }
 # The preferred x axis: a width sweep plots against the width; otherwise the first numeric key.
 PREFERRED_X = "model.width"
-# Where a sweep's job folders keep the command's overrides (Hydra writes it).
+# Where a sweep's job folders keep the command's overrides.
 OVERRIDES_FILE = ".hydra/overrides.yaml"
+# In a sweep folder: how each job of the last launch ended (refused, failed, interrupted), one
+# JSON object per line, written by the jobs; started afresh by each launch.
+LAUNCH_LOG = ".ntklab-launch.jsonl"
+# Overrides that change how jobs are launched or continued, not what they compute.
+NOT_SETTINGS = ("resume", "overwrite", "launcher")
 
 
 class SweepError(ValueError):
@@ -50,11 +55,32 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def read_overrides(path: Path) -> dict[str, Any]:
-    """`.hydra/overrides.yaml` (a list of "key=value") as a dict of key → value."""
-    items = yaml.safe_load(path.read_text()) or []
+def overrides_dict(items: list) -> dict[str, Any]:
+    """Overrides ("key=value") as a dict of setting → value (NOT_SETTINGS left out)."""
     pairs = (str(item).split("=", 1) for item in items if "=" in str(item))
-    return {override_key(key): parse_value(value) for key, value in pairs}
+    out = {override_key(key): parse_value(value) for key, value in pairs}
+    return {k: v for k, v in out.items() if k not in NOT_SETTINGS}
+
+
+def read_overrides(path: Path) -> dict[str, Any]:
+    """`.hydra/overrides.yaml` (a list of "key=value") as a dict; SweepError when unreadable."""
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError) as err:
+        raise SweepError(f"{path} cannot be read ({type(err).__name__})") from None
+    if not isinstance(items, list):
+        raise SweepError(f"{path} is not a list of overrides")
+    return overrides_dict(items)
+
+
+def launch_outcomes(sweep_dir: Path) -> dict[str, dict]:
+    """How the jobs of the sweep's last launch ended where it was not a run's own end (refused,
+    failed before running, interrupted), by job folder name."""
+    out = {}
+    for record in read_jsonl(Path(sweep_dir) / LAUNCH_LOG):
+        if isinstance(record, dict) and "job" in record:
+            out[str(record["job"])] = record
+    return out
 
 
 @dataclass
@@ -95,26 +121,41 @@ class Job:
         return [s for s, _ in pairs], [v for _, v in pairs]
 
 
-def read_job(sweep_dir: Path, job_dir: Path) -> Job:
+def read_job(sweep_dir: Path, job_dir: Path, outcome: dict | None = None) -> Job:
+    """A job from its folder; this launch's `outcome` where the job was refused (its folder,
+    holding an earlier run, was left as it was) or never got to write its own status."""
     folder = RunFolder(job_dir)
     summary = folder.read_summary() or {}
+    status, message = folder.status() or Status.UNFINISHED, str(summary.get("message") or "")
+    try:
+        overrides = read_overrides(job_dir / OVERRIDES_FILE)
+    except SweepError as err:
+        overrides, status, message = {}, Status.UNREADABLE, str(err)
+    if outcome and (outcome["status"] == Status.REFUSED.value or status is Status.UNFINISHED):
+        status, message = Status(outcome["status"]), str(outcome.get("message", ""))
     return Job(
         name=job_dir.relative_to(sweep_dir).as_posix(),
-        overrides=read_overrides(job_dir / OVERRIDES_FILE),
-        status=folder.status() or Status.UNFINISHED,
-        message=str(summary.get("message") or ""),
+        overrides=overrides or overrides_dict((outcome or {}).get("overrides", [])),
+        status=status,
+        message=message,
         records=folder.records(),
         wall_time_s=summary.get("wall_time_s"),
     )
 
 
 def find_jobs(sweep_dir: str | Path) -> list[Job]:
-    """Every job folder under the sweep folder (any folder holding .hydra/overrides.yaml)."""
+    """Every job of the sweep: each folder holding .hydra/overrides.yaml, and the jobs of the
+    last launch that have no such folder (refused before they could write one)."""
     root = Path(sweep_dir)
     if not root.is_dir():
         raise SweepError(f"SWEEP_DIR={str(root)!r}: no such folder; pass a multirun folder")
+    outcomes = launch_outcomes(root)
     found = sorted(p.parent.parent for p in root.rglob(OVERRIDES_FILE))
-    jobs = [read_job(root, d) for d in found if ".submitit" not in d.relative_to(root).parts]
+    found = [d for d in found if ".submitit" not in d.relative_to(root).parts]
+    names = {d.relative_to(root).as_posix() for d in found}
+    jobs = [read_job(root, d, outcomes.get(d.relative_to(root).as_posix())) for d in found]
+    unseen = [name for name in outcomes if name not in names]
+    jobs += [read_job(root, root / name, outcomes[name]) for name in unseen]
     if not jobs:
         raise SweepError(
             f"SWEEP_DIR={str(root)!r}: holds no job folders ({OVERRIDES_FILE}); "

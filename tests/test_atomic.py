@@ -34,7 +34,7 @@ KILL_BEFORE_RENAME = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
         real_replace(src, dst)
     os.replace = replace
-    from ntklab.cli import main
+    from ntklab.__main__ import main
     sys.argv = ["ntklab", *sys.argv[1:]]
     main()
     """

@@ -1,9 +1,12 @@
 """Synthetic data sets and CSV loading."""
 
+import os
+import re
+
 import pytest
 import torch
 
-from ntklab.data import DataError, load_csv, make_synthetic
+from ntklab.data import DataError, fingerprint, load_csv, make_synthetic
 
 
 @pytest.mark.parametrize("kind", ["sphere", "gaussian"])
@@ -67,3 +70,36 @@ def test_missing_file_and_directory(tmp_path):
         load_csv(tmp_path / "nope.csv")
     with pytest.raises(DataError, match="is a directory"):
         load_csv(tmp_path)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_cell(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("1,2,3\n4,5,6\n".encode("utf-8-sig"))
+    X, y = load_csv(path)
+    assert X.tolist() == [[1, 2], [4, 5]] and y.tolist() == [3, 6]  # no row lost as a header
+
+
+def test_a_fifo_is_refused_instead_of_waited_on(tmp_path):
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="is not a regular file"):
+        load_csv(fifo)
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_another_separator_gets_a_hint(tmp_path, sep):
+    path = tmp_path / "semi.csv"
+    path.write_text(f"1{sep}2{sep}3\n4{sep}5{sep}6\n")
+    hint = f"values seem separated by {sep!r}: save the file with commas"
+    with pytest.raises(DataError, match=re.escape(hint)):
+        load_csv(path)
+
+
+def test_the_fingerprint_tells_data_apart(tmp_path):
+    X, y = make_synthetic("sphere", 10, 3, seed=0)
+    a, b = fingerprint(X, y), fingerprint(X, y.flip(0))
+    assert a["sha256_X"] == b["sha256_X"] and a["sha256_y"] != b["sha256_y"]
+    assert a["sha256_X"] != fingerprint(X.float(), y)["sha256_X"]  # float32-rounded: other data
+    path = tmp_path / "d.csv"
+    path.write_text("1,2\n")
+    assert len(fingerprint(X, y, path)["sha256_file"]) == 64

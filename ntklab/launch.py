@@ -1,0 +1,190 @@
+"""What one `ntklab` command does around its runs: one-line messages, the default folders it
+creates (unique even when two commands start in the same second), signals during start-up,
+output folders that cannot be written, and a sweep's record of how each job of this launch
+ended, which the sweep report and the sweep's exit status read."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from ntklab.rundir import Status
+from ntklab.sweep import LAUNCH_LOG, override_key
+
+_CREATED: dict[str, Path] = {}  # requested default folder → the folder made for it
+_MADE: dict[Path, list[Path]] = {}  # that folder → it and the parents made for it, deepest first
+_SWEEP: dict[str, object] = {}  # the running sweep: "dir", and "stop" once a signal ended it
+
+
+def console(message: str) -> None:
+    """One line for the user, on stderr."""
+    print(f"ntklab: {message}", file=sys.stderr, flush=True)
+
+
+def unique_folder(path: str) -> str:
+    """The OmegaConf resolver behind the default run and sweep folders: `path`, or `path-2`,
+    `path-3`, … the first one that did not exist, created here (atomically, so two commands
+    started in the same second get two folders). The same answer for the same `path` in one
+    process; Hydra copies the resolved value to a sweep's jobs."""
+    if path in _CREATED:
+        return str(_CREATED[path])
+    base, k = Path(path), 1
+    made = [p for p in (base, *base.parents) if not p.exists()]
+    while True:
+        folder = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        try:
+            folder.mkdir(parents=True)
+            break
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+            k += 1
+    _CREATED[path] = folder
+    _MADE[folder] = [folder, *[p for p in made if p != base]]
+    return str(folder)
+
+
+# Flags a resumed command must not repeat, and the folder flags it sets itself.
+_RESUME_DROPS = ("resume", "overwrite", "hydra.run.dir", "hydra.sweep.dir")
+
+
+def hydra_value(text: str) -> str:
+    """`text` as a value Hydra's override grammar reads back unchanged (quoted where needed)."""
+    try:
+        (parsed,) = OverridesParser.create().parse_overrides([f"k={text}"])
+        if parsed.value() == text:
+            return text
+    except Exception:  # the grammar refuses it unquoted (e.g. non-ASCII letters)
+        pass
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def resume_command(folder: str, multirun: bool) -> str:
+    """The command that continues this run: the words typed, plus resume=true and the folder."""
+    kept = [a for a in sys.argv[1:] if override_key(a) not in _RESUME_DROPS]
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    words = ["ntklab", *kept, "resume=true", f"{key}={hydra_value(folder)}"]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def release(run_dir: Path) -> None:
+    """Remove a default folder this command created (and the empty parents it created for it),
+    when a refused run left it empty."""
+    run_dir = Path(run_dir).resolve()
+    for folder, made in _MADE.items():
+        if folder.resolve() == run_dir:
+            for path in made:  # deepest first
+                if path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
+
+
+def check_output_folder(argv: list[str]) -> str | None:
+    """Why the run or sweep folder named on the command line (or the default `runs/`) cannot
+    be written: a file, a read-only place, a full disk; None when it can."""
+    key = "hydra.sweep.dir" if "-m" in argv or "--multirun" in argv else "hydra.run.dir"
+    given = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0].lstrip("+") == key]
+    path = Path(given[-1].strip("'\"") if given else "runs").expanduser()
+    name = f"{key}={path}" if given else f"the default folder {path}/"
+    if path.exists() and not path.is_dir():
+        return f"{name}: is a file, not a folder; choose a folder"
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{name}: {existing} cannot be written (read-only); choose a writable folder"
+    stats = os.statvfs(existing)
+    if stats.f_bavail * stats.f_frsize < 2**20:
+        return f"{name}: the disk holding {existing} is full; free space or choose another disk"
+    return None
+
+
+class Interrupted(BaseException):
+    """SIGTERM outside training (which stops at an epoch boundary on its own)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @staticmethod
+    def _raise(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    @classmethod
+    @contextlib.contextmanager
+    def catch(cls) -> Iterator[None]:
+        """Answer signals outside training (which stops at an epoch boundary on its own) in one
+        line and 128 + the signal, writing the report of a sweep they stopped."""
+        previous = signal.signal(signal.SIGTERM, cls._raise)
+        try:
+            yield
+        except (KeyboardInterrupt, Interrupted) as err:
+            signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+            stopped(signal.Signals(signum))
+            sys.exit(128 + signum)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def stopped(sig: signal.Signals) -> None:
+    """The one line (and a sweep's report) for a command a signal ended outside training."""
+    if "dir" not in _SWEEP:
+        console(f"interrupted by {sig.name} while starting; no run was left half-written")
+        return
+    from ntklab.report import write_sweep_report  # matplotlib only when a report is drawn
+
+    sweep_dir = Path(str(_SWEEP["dir"]))
+    sweep_interrupted(sweep_dir, write_sweep_report(sweep_dir, quiet=True), sig.name)
+
+
+def sweep_interrupted(sweep_dir: Path, report: Path | None, signal_name: str) -> None:
+    """The line that ends an interrupted sweep: what completed, the report, how to continue."""
+    from ntklab.sweep import SweepError, find_jobs
+
+    try:
+        jobs = find_jobs(sweep_dir)
+    except SweepError:
+        jobs = []
+    done = sum(job.completed for job in jobs)
+    console(
+        f"sweep interrupted by {signal_name}: {done} of {len(jobs)} jobs completed; "
+        f"report → {report}; to continue: {resume_command(str(sweep_dir), multirun=True)}"
+    )
+
+
+def sweep_started(sweep_dir: Path) -> None:
+    """A new launch of the sweep in `sweep_dir`: its job outcomes are recorded afresh."""
+    _SWEEP.clear()
+    _SWEEP["dir"] = sweep_dir
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / LAUNCH_LOG).write_text("")
+
+
+def sweep_stopped(signal_name: str) -> None:
+    """A job of this process was interrupted: the jobs after it in this process do not start."""
+    _SWEEP["stop"] = signal_name
+
+
+def stopping() -> str | None:
+    return _SWEEP.get("stop")  # type: ignore[return-value]
+
+
+def note_job(run_dir: Path, status: Status, message: str) -> None:
+    """Record how this launch's job in `run_dir` ended (a sweep job only)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    sweep_dir = Path(hc.sweep.dir)
+    record = {
+        "job": Path(run_dir).resolve().relative_to(sweep_dir.resolve()).as_posix(),
+        "status": status.value,
+        "message": message,
+        "overrides": list(hc.overrides.task),
+    }
+    with open(sweep_dir / LAUNCH_LOG, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
