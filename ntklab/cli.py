@@ -18,10 +18,12 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hydra_plugins.ntklab_launcher import LAUNCHERS
 from ntklab.config import Config, ConfigError, load, register_configs
 from ntklab.data import DataError
 from ntklab.experiment import RunError, run_experiment
@@ -36,6 +38,10 @@ from ntklab.launch import (
 from ntklab.rundir import RunFolder, RunFolderError, Status
 
 register_configs()
+# ntklab's launchers (hydra_plugins.ntklab_launcher): Hydra's plugin scan does not see them in
+# an editable install, so they are registered here.
+for _launcher in LAUNCHERS:
+    Plugins.instance().register(_launcher)
 
 EXIT_BAD_INPUT = 2
 BAD_INPUT = (ConfigError, DataError, RunFolderError, OmegaConfBaseException)

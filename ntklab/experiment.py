@@ -243,10 +243,9 @@ def summarize(run: Run, result: TrainResult) -> dict[str, Any]:
 def _failed(run: Run, err: BaseException, t0: float) -> RunError:
     """The summary of a run an unexpected error stopped, with its traceback in ntklab.log."""
     message = f"{type(err).__name__}: {err}".splitlines()[0]
-    log.error("the run failed at epoch %d: %s", run.state.epoch, message)
-    try:
+    try:  # the file only: the command prints its own one line
         with open(run.folder.log, "a", encoding="utf-8") as f:
-            f.write(traceback.format_exc())
+            f.write(f"the run failed at epoch {run.state.epoch}:\n{traceback.format_exc()}")
     except OSError:
         pass
     run.folder.remove_temp_files()

@@ -174,17 +174,31 @@ def stopping() -> str | None:
     return _SWEEP.get("stop")  # type: ignore[return-value]
 
 
+def _append(sweep_dir: Path, record: dict) -> None:
+    with open(sweep_dir / LAUNCH_LOG, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def note_job(run_dir: Path, status: Status, message: str) -> None:
-    """Record how this launch's job in `run_dir` ended (a sweep job only)."""
+    """Record how this launch's job in `run_dir` ended (in a sweep job's process)."""
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
     sweep_dir = Path(hc.sweep.dir)
-    record = {
-        "job": Path(run_dir).resolve().relative_to(sweep_dir.resolve()).as_posix(),
-        "status": status.value,
-        "message": message,
-        "overrides": list(hc.overrides.task),
-    }
-    with open(sweep_dir / LAUNCH_LOG, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    job = Path(run_dir).resolve().relative_to(sweep_dir.resolve()).as_posix()
+    record = {"job": job, "status": status.value, "message": message}
+    _append(sweep_dir, {**record, "overrides": list(hc.overrides.task)})
+
+
+def note_lost_job(sweep_dir: Path, job_dir: Path, overrides: list[str], why: str) -> None:
+    """A job whose process ended without a result (killed): its unfinished run is marked failed
+    (the next resume=true continues it from its last checkpoint), and the launch log says so."""
+    from ntklab.rundir import RunFolder
+
+    folder = RunFolder(job_dir)
+    message = f"{why}; resume the sweep (resume=true) to continue it from its last checkpoint"
+    if folder.owned and folder.read_summary() is None:
+        folder.write_failed(message)
+    job = job_dir.resolve().relative_to(sweep_dir.resolve()).as_posix()
+    _append(sweep_dir, {"job": job, "status": Status.FAILED.value, "message": message,
+                        "overrides": overrides})  # fmt: skip

@@ -43,7 +43,7 @@ RACER = textwrap.dedent(
             time.sleep(0.01)
         return held
     rundir.FolderLock.__enter__ = enter
-    from ntklab.launch import main
+    from ntklab.__main__ import main
     sys.argv[0] = "ntklab"
     main()
     """
@@ -75,6 +75,7 @@ def test_two_runs_racing_for_one_folder(tmp_path):
     (barrier / "go").write_text("")
     deadline = time.monotonic() + 120
     while not list(barrier.glob("won-*")) and time.monotonic() < deadline:
+        assert all(r.poll() is None for r in racers), [r.communicate() for r in racers]
         time.sleep(0.02)
     (winner,) = [int(p.name[4:]) for p in barrier.glob("won-*")]
     loser = next(r for r in racers if r.pid != winner)
@@ -213,3 +214,33 @@ def test_ctrl_c_on_a_sweep_reports_what_finished(tmp_path):
     assert "interrupted" in report
     outcomes = [json.loads(x) for x in (tmp_path / "sweep" / ".ntklab-launch.jsonl").open()]
     assert [o["status"] for o in outcomes] == ["interrupted", "interrupted", "interrupted"]
+
+
+@pytest.mark.slow
+def test_a_killed_joblib_worker_fails_its_job_and_the_others_finish(tmp_path):
+    from ntklab.rundir import _holder_pid
+
+    sweep_dir = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ntklab", "-m", "launcher=joblib", "hydra.launcher.n_jobs=2",
+         "epochs=1500", "data.n=8", "data.d=4", "model.width=8", "ntk.every=0", "seed=0,1",
+         f"hydra.sweep.dir={sweep_dir}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    jobs = [sweep_dir / f"data.d=4,data.n=8,epochs=1500,model.width=8,ntk.every=0,seed={s}"
+            for s in (0, 1)]  # fmt: skip
+    victim, deadline = None, time.monotonic() + 180
+    while victim is None and time.monotonic() < deadline:
+        if (jobs[0] / "metrics.jsonl").exists() and (jobs[0] / "metrics.jsonl").stat().st_size:
+            victim = _holder_pid(jobs[0])  # the worker process running the first job
+        time.sleep(0.05)
+    assert victim is not None, "the first job never started"
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    killed, other = (read_summary(job) for job in jobs)
+    assert killed["status"] == "failed" and "killed" in killed["message"]
+    assert other["status"] == "completed" and other["epochs_run"] == 1500
+    assert "1 of 2 jobs failed" in err
+    assert "**failed**" in (sweep_dir / "report.md").read_text()

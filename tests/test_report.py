@@ -169,3 +169,12 @@ def test_cli_prints_slopes_and_rejects_a_folder_without_jobs(tmp_path, capsys):
         assert proc.returncode == 2
         assert proc.stderr.startswith(f"ntklab-report: error: SWEEP_DIR='{folder}'")
         assert "Traceback" not in proc.stderr
+
+
+def test_a_torn_overrides_file_is_listed_not_fatal(tmp_path, capsys):
+    power_sweep(tmp_path)
+    torn = make_job(tmp_path, {"model.width": 512, "epochs": 3}, "completed")
+    (torn / ".hydra" / "overrides.yaml").write_text("- model.width=512\n- [epochs")
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "model.width=512: unreadable" in out and "overrides.yaml cannot be read" in out
