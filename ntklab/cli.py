@@ -74,6 +74,10 @@ def _report(cfg: Config, summary: dict, run_dir: Path, multirun: bool) -> float 
         if multirun:  # the signal was meant for the whole sweep: no further job starts
             sweep_stopped(summary["signal"])
             note_job(run_dir, Status.INTERRUPTED, summary["message"])
+            if _own_process_job():
+                # No result: SLURM may start the job again (a requeue), and it then continues
+                # from its checkpoint; if not, the launching process reports it interrupted.
+                sys.exit(code)
             return None
         console(f"to continue: {resume_command(str(run_dir), multirun=False)}")
         sys.exit(code)
@@ -83,6 +87,13 @@ def _report(cfg: Config, summary: dict, run_dir: Path, multirun: bool) -> float 
         if cfg.divergence_exit_code and not multirun:
             sys.exit(cfg.divergence_exit_code)
     return loss
+
+
+def _own_process_job() -> bool:
+    """This sweep job runs in a process of its own that ends with it (submitit: SLURM or local),
+    not in the launching process or a reused worker."""
+    target = str(HydraConfig.get().launcher.get("_target_", ""))
+    return target.rsplit(".", 1)[-1] in ("LocalLauncher", "SlurmLauncher")
 
 
 def _refused(err: BaseException, cfg: DictConfig, run_dir: Path, multirun: bool, code: int):
