@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from ntklab.builders import build_model, kernel_output, load_data, targets
 from ntklab.config import (
     Config,
     ConfigError,
@@ -31,22 +32,25 @@ from ntklab.control import (
     LogWriter,
     load_checkpoint,
 )
-from ntklab.data import DataError, load_csv, make_synthetic
+from ntklab.data import DataError
 from ntklab.diagnostics import InfiniteWidth, KernelGeometry, RateDiagnostics
 from ntklab.logger import RunLogger
+from ntklab.losses import LOSSES, PL_LOSSES
 from ntklab.measurements import (
+    Accuracy,
+    FullKernel,
     InitialKernel,
     NTKTracker,
     PatternChange,
     WeightMetrics,
     initial_kernel,
 )
-from ntklab.models import OneHiddenLayer, output_scale
+from ntklab.models import output_scale
 from ntklab.ntk import Method, resolve_method
 from ntklab.optim import SAMPLERS, full_batch, make_schedule
 from ntklab.progress import ProgressBar
 from ntklab.rundir import Plan, RunFolder, RunFolderError, Status
-from ntklab.theory import theory_lr
+from ntklab.theory import cross_entropy_lr, theory_lr
 from ntklab.train import Batches, Callback, TrainResult, TrainState, fit
 
 log = logging.getLogger(__name__)
@@ -66,30 +70,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_data(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
-    """X (n, d), y (n,) in float64 on the CPU, from the `data` config group."""
-    dat = cfg.data
-    if dat.name == "csv":
-        try:
-            return load_csv(dat.path)
-        except OSError as err:  # unreadable: permissions, a broken link, an I/O error
-            raise DataError(f"data.path={dat.path}: cannot be read ({err.strerror})") from None
-    return make_synthetic(
-        dat.name,
-        dat.n,
-        dat.d,
-        target=dat.target,
-        teacher_width=dat.teacher_width,
-        noise=dat.noise,
-        seed=cfg.seed * 1000 + DATA_STREAM,
-    )
-
-
 @dataclass
 class Problem:
     """What a run trains and measures, before any training state: the device, the data X (n, d)
-    and y (n,) in the run's dtype on it, the net at W_0, the NTK method that runs, K_0 and the
-    theory step n α² / (2 λ_max(K_0)) it gives."""
+    and y (n,) in the run's dtype on it (int64 class labels for cross-entropy), the net at W_0,
+    the NTK method that runs, K_0 and the theory step it gives (n α² / (2 λ_max(K_0)) for the
+    MSE, 2n / λ_max of the full kernel for cross-entropy); `output` is "full" where the kernel
+    of k outputs is tracked."""
 
     device: torch.device
     X: torch.Tensor
@@ -99,6 +86,7 @@ class Problem:
     initial: InitialKernel
     lr_theory: float
     batch_size: int  # SGD's minibatch size (all n for GD), checked against the data
+    output: str | None = None
 
     @property
     def n(self) -> int:
@@ -111,35 +99,26 @@ def make_problem(cfg: Config) -> Problem:
         # Parallel sweep jobs share the cores: each job's torch gets its share, not all of them.
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    X, y = load_data(cfg)
+    X, y = load_data(cfg, seed=cfg.seed * 1000 + DATA_STREAM)
     n, d = X.shape
     batch_size = check_against_data(cfg, n, d)
     dtype = DTYPES[cfg.dtype]
-    X, y = X.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
+    X, y = X.to(device=device, dtype=dtype), targets(cfg, y, device, dtype)
     if not (torch.isfinite(X).all() and torch.isfinite(y).all()):
         raise DataError(
             f"dtype={cfg.dtype!r}: the data's values overflow {cfg.dtype}; "
             "rescale the data or use dtype=float64"
         )
-    m = cfg.model
-    model = OneHiddenLayer(
-        d,
-        m.width,
-        m.name,
-        m.negative_slope,
-        seed=cfg.seed * 1000 + MODEL_STREAM,
-        dtype=dtype,
-        device=device,
-        train_output=m.train_output,
-        alpha=m.alpha,
-        center=m.center,
-        parameterization=m.parameterization,
-    )
+    model = build_model(cfg, X, y, seed=cfg.seed * 1000 + MODEL_STREAM, device=device)
     ntk = cfg.ntk
     method = resolve_method(ntk.method, model, X, ntk.memory_budget_mb * 2**20)
-    initial = initial_kernel(model, X, method, tol=ntk.tol, max_iter=ntk.max_iter)
-    lr_theory = theory_lr(initial.lambda_max, n, output_scale(model))
-    return Problem(device, X, y, model, method, initial, lr_theory, batch_size)
+    output = kernel_output(cfg, method, model, X)
+    initial = initial_kernel(model, X, method, tol=ntk.tol, max_iter=ntk.max_iter, output=output)
+    if output == "full":
+        lr_theory = cross_entropy_lr(initial.full.lambda_max, n)
+    else:
+        lr_theory = theory_lr(initial.lambda_max, n, output_scale(model))
+    return Problem(device, X, y, model, method, initial, lr_theory, batch_size, output)
 
 
 def minibatches(cfg: Config, batch_size: int) -> Batches:
@@ -170,6 +149,7 @@ def make_state(problem: Problem, cfg: Config, model: nn.Module | None = None) ->
         schedule=make_schedule(opt.schedule, lr, options),
         batches=minibatches(cfg, problem.batch_size),
         seed=cfg.seed * 1000 + BATCH_STREAM,
+        loss_fn=LOSSES[cfg.loss],
     )
 
 
@@ -179,7 +159,10 @@ def hparams(cfg: Config, problem: Problem, lr: float) -> dict[str, Any]:
     return {
         "model": m.name,
         "width": m.width,
-        "negative_slope": problem.model.negative_slope,
+        "depth": m.depth,
+        "activation": m.activation or m.name,
+        "negative_slope": getattr(problem.model, "negative_slope", None),
+        "loss": cfg.loss,
         "data": cfg.data.name,
         "n": problem.n,
         "d": problem.X.shape[1],
@@ -229,19 +212,24 @@ def make_callbacks(
        checkpoint of epoch t never runs ahead of epoch t's records.
 
     The order of 1–2 is also the order of the tags in each metrics.jsonl record."""
-    ntk = cfg.ntk
+    ntk, pl = cfg.ntk, cfg.loss in PL_LOSSES
+    initial = problem.initial if ntk.every > 0 else None
     tracker = NTKTracker(
         problem.method,
         ntk.every,
         tol=ntk.tol,
         max_iter=ntk.max_iter,
-        initial=problem.initial if ntk.every > 0 else None,
+        initial=initial,
+        output=problem.output,
+        pl=pl,
     )
     full_batch_gd = cfg.optim.name == "gd" and cfg.optim.momentum == 0
+    outputs = [FullKernel(initial), Accuracy()] if problem.output == "full" else []
     measuring: list[Callback] = [
-        WeightMetrics(),
+        WeightMetrics(pl),
         tracker,
-        RateDiagnostics(full_batch_gd),
+        *outputs,
+        RateDiagnostics(full_batch_gd and pl),
         KernelGeometry(),
         PatternChange(),
         InfiniteWidth(),

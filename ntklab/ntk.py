@@ -21,7 +21,7 @@ from ntklab.autodiff import (
 from ntklab.kernels import cross_model_ntk, model_ntk
 from ntklab.mlp_kernels import mlp_ntk
 from ntklab.models import MLP, OneHiddenLayer, trains_only_W
-from ntklab.structured import StructuredOperator
+from ntklab.structured import StructuredOperator, exact_matmul  # noqa: F401  (ntk.exact_matmul)
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
@@ -176,6 +176,18 @@ def empirical_ntk(
     grad_free = method is not Method.JACOBIAN
     with torch.no_grad() if grad_free else contextlib.nullcontext():
         return _DENSE[method](model, X1, X2, output == "full")
+
+
+def output_trace(K: torch.Tensor) -> torch.Tensor:
+    """Σ_a K[:, :, a, a]: the (n1, n2) trace of a (n1, n2, k, k) kernel."""
+    return torch.diagonal(K, dim1=2, dim2=3).sum(-1)
+
+
+def full_matrix(K: torch.Tensor) -> torch.Tensor:
+    """A (n1, n2, k, k) kernel as the (n1·k, n2·k) matrix of its k × k blocks, sample-major:
+    the kernel of the vector of all n·k outputs, whose eigenvalues govern their dynamics."""
+    n1, n2, k, _ = K.shape
+    return K.permute(0, 2, 1, 3).reshape(n1 * k, n2 * k)
 
 
 def dense_bytes(n: int, p: int, dtype: torch.dtype, method: Method) -> int:
