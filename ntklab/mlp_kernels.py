@@ -30,8 +30,7 @@ def _sweep(
     the output layer's input (its sensitivity is the identity)."""
     W = [w.detach() for w in model.hidden]
     c = model.layer_multipliers()
-    H = model.preactivations(X)
-    acts = [X] + [model.sigma(Z) for Z in H]
+    H, acts = model.layers(X)
     # δ^L_a = σ'(h^L) ⊙ c_{L+1} V_a, then δ^{l−1} = σ'(h^{l−1}) ⊙ (c_l δ^l W^l)
     delta = model.sigma_prime(H[-1])[:, None, :] * (model.out.detach() * c[-1])[None]
     scaled = [None] * model.depth

@@ -151,6 +151,21 @@ def trains_only_W(model: nn.Module) -> bool:
     return trained == ["W"] and model.alpha == 1.0
 
 
+def relu(Z: torch.Tensor, negative_slope: float | None = None) -> torch.Tensor:
+    """σ(z) = max(z, 0): `sigma` at ε = 0, by torch's own kernel (the slope is ignored)."""
+    return torch.relu(Z)
+
+
+def step(Z: torch.Tensor, negative_slope: float | None = None) -> torch.Tensor:
+    """σ'(z) = 1 for z ≥ 0, else 0: `sigma_prime` at ε = 0."""
+    return (Z >= 0).to(Z.dtype)
+
+
+def leaky_relu(Z: torch.Tensor, negative_slope: float) -> torch.Tensor:
+    """σ(z) = max(z, εz) by torch's own kernel (the same values as `sigma`)."""
+    return torch.nn.functional.leaky_relu(Z, negative_slope)
+
+
 def tanh(Z: torch.Tensor, negative_slope: float | None = None) -> torch.Tensor:
     """σ(z) = tanh z (the slope argument is ignored: tanh has none)."""
     return torch.tanh(Z)
@@ -173,8 +188,8 @@ class Activation(NamedTuple):
 
 
 MLP_ACTIVATIONS: dict[str, Activation] = {
-    "relu": Activation(sigma, sigma_prime, 0.0),
-    "leaky_relu": Activation(sigma, sigma_prime, None),
+    "relu": Activation(relu, step, 0.0),
+    "leaky_relu": Activation(leaky_relu, sigma_prime, None),
     "linear": Activation(sigma, sigma_prime, 1.0),
     "tanh": Activation(tanh, tanh_prime, None, piecewise_linear=False),
 }
@@ -240,18 +255,22 @@ class MLP(nn.Module):
         """c_l of h^l = c_l W^l σ(h^{l−1}) for l = 1 … L + 1 (the output layer last)."""
         return [1.0] + [self.multiplier] * self.depth
 
+    def layers(self, X: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The pre-activations h¹ … h^L and the activations a⁰ = X, a¹ … a^L on X (n, d)."""
+        H, A = [], [X]
+        for W, c in zip(self.hidden, self.layer_multipliers(), strict=False):
+            Z = A[-1] @ W.T
+            H.append(Z if c == 1.0 else Z * c)
+            A.append(self.sigma(H[-1]))
+        return H, A
+
     def preactivations(self, X: torch.Tensor) -> list[torch.Tensor]:
         """h¹ … h^L on X (n, d): L tensors (n, m)."""
-        H, A = [], X
-        for W, c in zip(self.hidden, self.layer_multipliers(), strict=False):
-            Z = A @ W.T
-            H.append(Z if c == 1.0 else Z * c)
-            A = self.sigma(H[-1])
-        return H
+        return self.layers(X)[0]
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """X (n, d) → f (n,) for one output, (n, k) for k; a single sample (d,) → () or (k,)."""
-        A = self.sigma(self.preactivations(X)[-1])
+        A = self.layers(X)[1][-1]
         f = A @ (self.out * self.multiplier).T
         return f.squeeze(-1) if self.outputs == 1 else f
 

@@ -44,12 +44,24 @@ def frozen_layer_net() -> nn.Module:
     return net
 
 
+class Conv(nn.Module):
+    """A 1-d convolution over the input's coordinates, then two outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv1d(1, 3, kernel_size=3, padding=1), nn.Linear(12, 2)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.conv(X[:, None, :])).flatten(1))
+
+
 # (id, model, k): scalar outputs of shape (n,) and (n, 1), and k = 2, 3 outputs.
 MODULES = [
     ("sequential_n1", seeded(nn.Sequential(nn.Linear(4, 9), nn.Tanh(), nn.Linear(9, 1))), 1),
     ("sequential_k3", seeded(nn.Sequential(nn.Linear(4, 7), nn.ReLU(), nn.Linear(7, 3))), 3),
     ("batchnorm_eval_k3", batchnorm_net(), 3),
     ("frozen_layer_k2", frozen_layer_net(), 2),
+    ("conv1d_k2", seeded(Conv()), 2),
     ("one_hidden_layer", OneHiddenLayer(4, 9, "leaky_relu", 0.1, seed=1, dtype=F64), 1),
     ("one_hidden_layer_options", OneHiddenLayer(4, 9, seed=2, dtype=F64, train_output=True), 1),
     ("mlp_k1", MLP(4, 6, 2, "leaky_relu", 0.2, seed=1, dtype=F64), 1),
