@@ -67,3 +67,26 @@ def test_missing_file_and_directory(tmp_path):
         load_csv(tmp_path / "nope.csv")
     with pytest.raises(DataError, match="is a directory"):
         load_csv(tmp_path)
+
+
+def test_digits_without_scikit_learn_says_how_to_get_it(monkeypatch):
+    """scikit-learn is an optional extra: without it data=digits is refused with the fix."""
+    import sys
+
+    from ntklab.data import load_digits
+
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import now fails
+    with pytest.raises(DataError, match=r"data=digits needs scikit-learn.*ntklab\[digits\]"):
+        load_digits(10)
+
+
+def test_digits_subset_on_the_sphere():
+    pytest.importorskip("sklearn", reason="scikit-learn (pip install 'ntklab[digits]') ships them")
+    from ntklab.data import DIGITS, load_digits
+
+    X, y = load_digits()
+    assert X.shape == (DIGITS, 64) and set(y.tolist()) == set(range(10))
+    assert torch.allclose(X.norm(dim=1), torch.ones(DIGITS, dtype=torch.float64))
+    Xs, ys = load_digits(100, seed=3)
+    assert Xs.shape == (100, 64) and torch.equal(Xs, load_digits(100, seed=3)[0])
+    assert not torch.equal(Xs, load_digits(100, seed=4)[0])
