@@ -8,20 +8,20 @@ values a run will use).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ntklab.data import DIGITS, INPUTS, TARGETS
 from ntklab.losses import LOSSES
 from ntklab.models import ACTIVATIONS, MLP_ACTIVATIONS, PARAMETERIZATIONS
 from ntklab.ntk import Method
 from ntklab.optim import SAMPLERS, SCHEDULES
+from ntklab.targets import check_target, gather_kwargs
 
 
 class ConfigError(ValueError):
@@ -155,7 +155,7 @@ def load(cfg: DictConfig, schema: type[Config] = Config) -> Config:
     """The composed config as a validated `schema` instance (optim.lr as a float or "auto")."""
     for key in sorted(OmegaConf.missing_keys(cfg)):
         _fail(key, "???", f"has no value; set it on the command line, e.g. {key}=...")
-    typed = OmegaConf.to_object(_gather_kwargs(cfg))
+    typed = OmegaConf.to_object(gather_kwargs(cfg, {"model": ModelConfig, "data": DataConfig}))
     if type(typed) is not schema:
         _fail("schema", type(typed).__name__, "is another program's schema; leave `schema` unset")
     validate(typed)
@@ -163,21 +163,6 @@ def load(cfg: DictConfig, schema: type[Config] = Config) -> Config:
     if isinstance(typed, LRFindConfig):
         _validate_grid(typed.lr_find)
     return typed
-
-
-def _gather_kwargs(cfg: DictConfig) -> DictConfig:
-    """A copy of `cfg` whose model and data keys the schema does not name (+model.KEY=VALUE,
-    +data.KEY=VALUE: a custom target's keyword arguments) are moved into their `kwargs`."""
-    cfg = copy.deepcopy(cfg)
-    for group, schema in (("model", ModelConfig), ("data", DataConfig)):
-        node = cfg.get(group)
-        if not isinstance(node, DictConfig):
-            continue
-        known = {f.name for f in dataclasses.fields(schema)}
-        with open_dict(node):
-            for key in [k for k in node if k not in known]:
-                node.kwargs[key] = node.pop(key)
-    return cfg
 
 
 def validate(cfg: Config) -> None:
@@ -200,7 +185,12 @@ def validate(cfg: Config) -> None:
 
 MODELS = (*ACTIVATIONS, "mlp", "custom")
 # The one-hidden-layer nets' own options, at the values that leave an mlp or custom model as is.
-ONE_HIDDEN_LAYER_OPTIONS = {"train_output": False, "alpha": 1.0, "center": False}
+ONE_HIDDEN_LAYER_OPTIONS = {
+    "train_output": False,
+    "alpha": 1.0,
+    "center": False,
+    "parameterization": "ntk",
+}
 
 
 def _validate_model(m: ModelConfig) -> None:
@@ -213,11 +203,10 @@ def _validate_model(m: ModelConfig) -> None:
     if not (math.isfinite(m.alpha) and m.alpha > 0):
         _fail("model.alpha", m.alpha, "must be a positive finite number (1 = no output scale)")
     _choice("model.parameterization", m.parameterization, PARAMETERIZATIONS)
-    if m.name in ("mlp", "custom"):
-        for key, value in [*ONE_HIDDEN_LAYER_OPTIONS.items(), ("parameterization", "ntk")]:
-            if getattr(m, key) != value:
-                _fail(f"model.{key}", getattr(m, key), f"is an option of model=leaky_relu and "
-                      f"model=linear, not of model={m.name}; leave it unset")  # fmt: skip
+    for key, value in ONE_HIDDEN_LAYER_OPTIONS.items() if m.name in ("mlp", "custom") else ():
+        if getattr(m, key) != value:
+            why = f"is an option of model=leaky_relu and model=linear, not of model={m.name}"
+            _fail(f"model.{key}", getattr(m, key), why + "; leave it unset")
     _validate_model_kind(m)
 
 
@@ -232,23 +221,7 @@ def _validate_model_kind(m: ModelConfig) -> None:
     elif m.activation is not None:
         _fail("model.activation", m.activation, f"model={m.name} has no activation key; use "
               "model=mlp model.activation=… (or model=leaky_relu, model=linear)")  # fmt: skip
-    _validate_target("model", m.name, m._target_, m.kwargs)
-
-
-def _validate_target(group: str, name: str, target: str | None, kwargs: dict) -> None:
-    """`_target_` and extra keys (+GROUP.KEY=VALUE) belong to GROUP=custom only."""
-    if name == "custom":
-        what = "pkg.module.Class" if group == "model" else "pkg.module.function"
-        if not target:
-            _fail(f"{group}._target_", target, f"{group}=custom needs {group}._target_={what}")
-        if not all(part.isidentifier() for part in target.split(".")):
-            _fail(f"{group}._target_", target, f"must name an importable {what}")
-        return
-    if target is not None:
-        _fail(f"{group}._target_", target, f"only {group}=custom takes a target")
-    for key, value in kwargs.items():
-        _fail(f"{group}.{key}", value, f"{group}={name} takes no such key; extra keys "
-              f"(+{group}.KEY=VALUE) go to {group}=custom's target")  # fmt: skip
+    check_target("model", m.name, m._target_, m.kwargs, ConfigError)
 
 
 DATA = (*INPUTS, "csv", "digits", "custom")
@@ -257,7 +230,7 @@ FROM_DATA = {"csv": ("n", "d"), "custom": ("n", "d"), "digits": ("d",)}  # sizes
 
 def _validate_data(dat: DataConfig) -> None:
     _choice("data", dat.name, DATA)
-    _validate_target("data", dat.name, dat._target_, dat.kwargs)
+    check_target("data", dat.name, dat._target_, dat.kwargs, ConfigError)
     if dat.name == "csv":
         if not dat.path:
             _fail("data.path", dat.path, "data=csv needs data.path=FILE")

@@ -195,6 +195,20 @@ MLP_ACTIVATIONS: dict[str, Activation] = {
 }
 
 
+def _mlp_activation(activation: str, negative_slope: float, sizes: dict[str, int]) -> Activation:
+    """The MLP's activation, after checking its arguments (ValueError naming the bad one)."""
+    if activation not in MLP_ACTIVATIONS:
+        raise ValueError(
+            f"activation={activation!r} is unknown; choose one of {sorted(MLP_ACTIVATIONS)}"
+        )
+    for name, value in sizes.items():
+        if int(value) != value or value <= 0:
+            raise ValueError(f"{name}={value} must be a positive integer")
+    if activation == "leaky_relu" and not 0.0 <= negative_slope < 1.0:
+        raise ValueError(f"negative_slope={negative_slope} must lie in [0, 1)")
+    return MLP_ACTIVATIONS[activation]
+
+
 class MLP(nn.Module):
     """A deep net in the NTK parameterization, every layer trained, no biases (docs/theory.md):
 
@@ -221,16 +235,8 @@ class MLP(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        if activation not in MLP_ACTIVATIONS:
-            raise ValueError(
-                f"activation={activation!r} is unknown; choose one of {sorted(MLP_ACTIVATIONS)}"
-            )
-        for name, value in (("d", d), ("width", width), ("depth", depth), ("outputs", outputs)):
-            if int(value) != value or value <= 0:
-                raise ValueError(f"{name}={value} must be a positive integer")
-        act = MLP_ACTIVATIONS[activation]
-        if activation == "leaky_relu" and not 0.0 <= negative_slope < 1.0:
-            raise ValueError(f"negative_slope={negative_slope} must lie in [0, 1)")
+        sizes = {"d": d, "width": width, "depth": depth, "outputs": outputs}
+        act = _mlp_activation(activation, negative_slope, sizes)
         self.activation, self.act = activation, act
         self.negative_slope = act.slope if activation != "leaky_relu" else float(negative_slope)
         self.d, self.width, self.depth, self.outputs = int(d), int(width), int(depth), int(outputs)

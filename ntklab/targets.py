@@ -1,14 +1,19 @@
-"""Code a config names: `pkg.module.Name` imported from the installed packages or the working
-directory, with errors that name the config key."""
+"""Code a config names (model=custom, data=custom): `pkg.module.Name` checked, imported from the
+installed packages or the working directory, and called with the +GROUP.KEY=VALUE keyword
+arguments; errors name the config key."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import importlib
 import inspect
 import os
 import sys
 from collections.abc import Iterator
+
+from omegaconf import DictConfig, open_dict
 
 
 @contextlib.contextmanager
@@ -58,3 +63,37 @@ def check_call(fn: object, target: str, key: str, error: type[Exception], **kwar
         raise error(f"{key}={target!r}: cannot be called with {given} ({err})") from None
     except ValueError:  # no signature to inspect (some builtins): the call will tell
         pass
+
+
+def gather_kwargs(cfg: DictConfig, schemas: dict[str, type]) -> DictConfig:
+    """A copy of `cfg` whose keys in each group (`schemas`: group → its dataclass) that the
+    schema does not name (+GROUP.KEY=VALUE) are moved into the group's `kwargs`."""
+    cfg = copy.deepcopy(cfg)
+    for group, schema in schemas.items():
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig):
+            continue
+        known = {f.name for f in dataclasses.fields(schema)}
+        with open_dict(node):
+            for key in [k for k in node if k not in known]:
+                node.kwargs[key] = node.pop(key)
+    return cfg
+
+
+def check_target(
+    group: str, name: str, target: str | None, kwargs: dict, error: type[Exception]
+) -> None:
+    """`GROUP._target_` and extra keys (+GROUP.KEY=VALUE) belong to GROUP=custom, which needs a
+    dotted name; `error` (naming the key) otherwise."""
+    key, what = f"{group}._target_", "pkg.module." + ("Class" if group == "model" else "function")
+    if name == "custom" and not target:
+        raise error(f"{key}={target!r}: {group}=custom needs {key}={what}")
+    if name == "custom" and not all(part.isidentifier() for part in target.split(".")):
+        raise error(f"{key}={target!r}: must name an importable {what}")
+    if name != "custom" and target is not None:
+        raise error(f"{key}={target!r}: only {group}=custom takes a target")
+    for extra, value in kwargs.items() if name != "custom" else ():
+        raise error(
+            f"{group}.{extra}={value!r}: {group}={name} takes no such key; extra keys "
+            f"(+{group}.KEY=VALUE) go to {group}=custom's target"
+        )
