@@ -21,10 +21,13 @@ import torch
 from ntklab.models import MLP
 from ntklab.structured import exact_matmul
 
+# Rows per block of a symmetric kernel: only the upper blocks are computed, then mirrored
+# (3 of 4 block products at n = 1024; the Grams' temporaries stay (block × block)).
+BLOCK = 512
+Features = tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]
 
-def _sweep(
-    model: MLP, X: torch.Tensor
-) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+
+def _sweep(model: MLP, X: torch.Tensor) -> Features:
     """One forward and one backward sweep over X (n, d). For each hidden layer l = 1 … L the
     pair (a^{l−1} (n, m_{l−1}), c_l δ^l (n, k, m)), δ for all k outputs; and c_{L+1} a^L (n, m),
     the output layer's input (its sensitivity is the identity)."""
@@ -47,21 +50,37 @@ def mlp_ntk(
     """The empirical NTK of an MLP on X1 (n1, d) and X2 (n2, d) (X2 = X1 when None), in the
     model's dtype: (n1, n2) for one output or `output="trace"` (Σ_a K_aa), (n1, n2, k, k) for
     `output="full"`."""
-    full = output == "full"
+    full, k = output == "full", model.outputs
     with torch.no_grad(), exact_matmul():
-        L1, top1 = _sweep(model, X1)
-        L2, top2 = (L1, top1) if X2 is None else _sweep(model, X2)
-        K = _output_part(top1 @ top2.T, model.outputs, full)
-        for (A1, D1), (A2, D2) in zip(L1, L2, strict=True):
-            G = A1 @ A2.T  # activation Gram (n1, n2)
-            if full:
-                n1, n2, k = D1.shape[0], D2.shape[0], model.outputs
-                S = (D1.reshape(n1 * k, -1) @ D2.reshape(n2 * k, -1).T).reshape(n1, k, n2, k)
-                K.addcmul_(S.permute(0, 2, 1, 3), G[:, :, None, None])
-            else:
-                S = D1.reshape(D1.shape[0], -1) @ D2.reshape(D2.shape[0], -1).T
-                K.addcmul_(S, G)
+        F1 = _sweep(model, X1)
+        if X2 is not None:
+            return _block(F1, _sweep(model, X2), slice(None), slice(None), k, full)
+        n = X1.shape[0]
+        K = X1.new_empty((n, n, k, k) if full else (n, n))
+        blocks = [slice(i, i + BLOCK) for i in range(0, n, BLOCK)]
+        for a, I in enumerate(blocks):
+            for J in blocks[a:]:  # the upper blocks; each lower one is its mirror image
+                block = _block(F1, F1, I, J, k, full)
+                K[I, J] = block
+                if J != I:
+                    K[J, I] = block.permute(1, 0, 3, 2) if full else block.T
         return K
+
+
+def _block(F1: Features, F2: Features, I: slice, J: slice, k: int, full: bool) -> torch.Tensor:
+    """The kernel's block between rows I of the first set and rows J of the second."""
+    (L1, top1), (L2, top2) = F1, F2
+    K = _output_part(top1[I] @ top2[J].T, k, full)
+    for (A1, D1), (A2, D2) in zip(L1, L2, strict=True):
+        G = A1[I] @ A2[J].T  # activation Gram
+        D1, D2 = D1[I], D2[J]  # sensitivities (rows, k, m)
+        if full:
+            n1, n2 = D1.shape[0], D2.shape[0]
+            S = (D1.reshape(n1 * k, -1) @ D2.reshape(n2 * k, -1).T).reshape(n1, k, n2, k)
+            K.addcmul_(S.permute(0, 2, 1, 3), G[:, :, None, None])
+        else:
+            K.addcmul_(D1.reshape(D1.shape[0], -1) @ D2.reshape(D2.shape[0], -1).T, G)
+    return K
 
 
 def _output_part(G: torch.Tensor, k: int, full: bool) -> torch.Tensor:

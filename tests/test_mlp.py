@@ -112,6 +112,22 @@ def test_infinite_width_closed_forms() -> None:
     assert torch.allclose(three, 3 * mlp_ntk_inf(MLP(3, 1, 2), X), atol=1e-13)
 
 
+@pytest.mark.parametrize("output", [None, "full"])
+def test_blocks_of_the_symmetric_kernel(monkeypatch, output) -> None:
+    """Blocks of 4 rows (n = 10: ragged last block), upper ones computed, lower mirrored: the
+    same kernel as one block, symmetric, and the explicit contraction."""
+    from ntklab import mlp_kernels
+
+    mlp, X = MLP(3, 8, 2, "leaky_relu", seed=6, dtype=F64, outputs=2), sphere(10, 3)
+    whole = mlp_ntk(mlp, X, output=output or "trace")
+    monkeypatch.setattr(mlp_kernels, "BLOCK", 4)
+    K = mlp_ntk(mlp, X, output=output or "trace")
+    assert rel_err(K, whole) < 1e-14
+    assert rel_err(K, explicit_ntk(mlp, X, output=output)) < 1e-12
+    mirror = K.permute(1, 0, 3, 2) if output else K.T
+    assert torch.equal(K, mirror) or rel_err(K, mirror) < 1e-15
+
+
 def test_structured_kernel_of_a_moved_net() -> None:
     """Away from init (after a few steps) the closed form still is the Jacobian contraction."""
     mlp, X = MLP(3, 10, 3, "leaky_relu", seed=5, dtype=F64, outputs=2), sphere(8, 3)
