@@ -17,7 +17,7 @@ from ntklab.diagnostics import InfiniteWidth, KernelGeometry, RateDiagnostics
 from ntklab.logger import LAYOUT
 from ntklab.losses import LOSSES, PL_LOSSES
 from ntklab.measurements import Accuracy, FullKernel, NTKTracker, PatternChange, WeightMetrics
-from ntklab.ntk import Method, dense_method
+from ntklab.ntk import STRUCTURED_MODELS, Method, dense_method, parse_method
 from ntklab.train import Callback, TrainState
 
 
@@ -73,7 +73,13 @@ class NTKMonitor:
         y = _targets(y, loss, X.shape[0])
         with evaluating(model):
             k = output_count(model, X)
-        method = Method(method) if str(method) != "auto" else dense_method(model)
+        method = parse_method(method)
+        method = dense_method(model) if method is Method.AUTO else method
+        if method is Method.STRUCTURED and not isinstance(model, STRUCTURED_MODELS):
+            raise TypeError(
+                f"method='structured' is the closed form of OneHiddenLayer and MLP, not of "
+                f"{type(model).__name__}; use method='auto' or 'jacobian'"
+            )
         if k > 1 and method.matrix_free:
             raise ValueError(f"method={method.value!r} does not form the kernel of k={k} outputs")
         pl = loss in PL_LOSSES and y is not None

@@ -133,12 +133,17 @@ def dense_method(model: nn.Module) -> Method:
     return Method.STRUCTURED if isinstance(model, STRUCTURED_MODELS) else Method.JACOBIAN
 
 
-def _parse(method: Method | str, output: str | None) -> Method:
+def parse_method(method: Method | str) -> Method:
+    """`method` as a Method; a ValueError naming the argument for an unknown name."""
     try:
-        method = Method(method)
+        return Method(method)
     except ValueError:
         names = ", ".join(m.value for m in Method)
         raise ValueError(f"method={method!r} is unknown; choose one of {names}") from None
+
+
+def _parse(method: Method | str, output: str | None) -> Method:
+    method = parse_method(method)
     if output is not None and output not in OUTPUTS:
         raise ValueError(
             f"output={output!r} is unknown; choose 'trace' (n1, n2) or 'full' (n1, n2, k, k)"

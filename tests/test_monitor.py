@@ -103,12 +103,13 @@ def test_a_batchnorm_model_is_measured_in_eval_mode() -> None:
         ({"y": None}, "loss='mse' needs the targets y"),
         ({"y": torch.zeros(3)}, r"y has shape \(3,\); it must be \(n,\) = \(5,\)"),
         ({"y": torch.zeros(5, dtype=torch.long)}, "pass loss='cross_entropy'"),
-        ({"method": "magic"}, "'magic' is not a valid Method"),
+        ({"method": "magic"}, "method='magic' is unknown; choose one of structured"),
+        ({"method": "structured"}, "not of Sequential; use method='auto' or 'jacobian'"),
     ],
 )
 def test_errors_name_the_argument(kwargs, message) -> None:
     args = {"y": torch.zeros(5, dtype=torch.float64), **kwargs}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         NTKMonitor(sequential(), torch.zeros(5, 4, dtype=torch.float64), **args)
 
 
