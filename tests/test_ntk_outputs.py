@@ -156,3 +156,22 @@ def test_other_errors_speak_python() -> None:
     square = nn.Sequential(nn.Linear(4, 6), nn.Unflatten(1, (2, 3))).double()
     with pytest.raises(ValueError, match=r"returned shape \(1, 2, 3\).*\(n,\) or \(n, k\)"):
         empirical_ntk(square, data(5, 4))
+
+
+@pytest.mark.parametrize(
+    ("train_output", "alpha", "center", "parameterization", "activation"),
+    list(itertools.product([False, True], [1.0, 2.5], [False, True], ["ntk", "standard"],
+                           ["leaky_relu", "linear"])),
+)  # fmt: skip
+def test_cross_kernel_of_every_one_hidden_layer_option(
+    train_output, alpha, center, parameterization, activation
+) -> None:
+    model = OneHiddenLayer(
+        4, 9, activation, 0.1, seed=3, dtype=F64, train_output=train_output, alpha=alpha,
+        center=center, parameterization=parameterization,
+    )  # fmt: skip
+    with torch.no_grad():  # away from init, so that centring and the pattern are not trivial
+        model.W.add_(0.3 * torch.randn(model.W.shape, generator=torch.Generator(), dtype=F64))
+    X1, X2 = data(7, 4), data(5, 4, seed=1)
+    K = empirical_ntk(model, X1, X2, method="structured")
+    assert rel_err(K, explicit_ntk(model, X1, X2)) < 1e-12
