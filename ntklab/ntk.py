@@ -128,6 +128,17 @@ _DENSE: dict[Method, Callable[..., torch.Tensor]] = {
 OUTPUTS = ("trace", "full")
 
 
+def outputs_of(model: nn.Module, X: torch.Tensor) -> int:
+    """k, the model's outputs per sample: known for the nets with a closed form, else from one
+    forward pass (after refusing layers that make the per-sample kernel undefined)."""
+    if isinstance(model, MLP):
+        return model.outputs
+    if isinstance(model, OneHiddenLayer):
+        return 1
+    check_module(model)
+    return output_count(model, X)
+
+
 def dense_method(model: nn.Module) -> Method:
     """The dense method for `model`: the closed form for the nets that have one, else jacobian."""
     return Method.STRUCTURED if isinstance(model, STRUCTURED_MODELS) else Method.JACOBIAN
@@ -169,8 +180,7 @@ def empirical_ntk(
     if isinstance(X2, (str, Method)):  # the old positional `method`
         raise TypeError(f"method is keyword-only: empirical_ntk(model, X, method={str(X2)!r})")
     method = _parse(method, output)
-    check_module(model)
-    k = output_count(model, X1)
+    k = outputs_of(model, X1)
     if k > 1 and output is None:
         raise ValueError(
             f"the model has k={k} outputs: pass output='trace' for the (n1, n2) kernel "
