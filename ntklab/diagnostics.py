@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
+from torch.nn import functional
 
 from ntklab.kernels import model_ntk_inf
-from ntklab.models import OneHiddenLayer, output_scale
+from ntklab.mlp_kernels import mlp_ntk_inf
+from ntklab.models import MLP, OneHiddenLayer, output_scale
 from ntklab.theory import rate_bound, rate_slide
 from ntklab.train import Callback, TrainState
 
@@ -28,6 +31,19 @@ def alignment(K: torch.Tensor, y: torch.Tensor) -> float:
     """Kernel-target alignment yᵀ K y / (‖K‖_F ‖y‖²) for K (n, n), y (n,)."""
     K, y = K.to(torch.float64), y.to(torch.float64)
     return float(y @ (K @ y) / (K.norm() * (y @ y)))
+
+
+def class_alignment(K: torch.Tensor, labels: torch.Tensor) -> float:
+    """⟨K, Y Yᵀ⟩_F / (‖K‖_F ‖Y Yᵀ‖_F) for K (n, n) and integer labels (n,), Y their one-hot
+    (n, k): the alignment with the same-class indicator, which for one target y is `alignment`."""
+    Y = functional.one_hot(labels).to(torch.float64)
+    K, YYt = K.to(torch.float64), Y @ Y.T
+    return float((K * YYt).sum() / (K.norm() * YYt.norm()))
+
+
+def target_alignment(K: torch.Tensor, y: torch.Tensor) -> float:
+    """`alignment` with real targets, `class_alignment` with integer labels."""
+    return alignment(K, y) if y.is_floating_point() else class_alignment(K, y)
 
 
 class RateDiagnostics(Callback):
@@ -66,7 +82,8 @@ class RateDiagnostics(Callback):
 
 class KernelGeometry(Callback):
     """ntk/kernel_distance (K_t against K_0), ntk/velocity (that distance between K_t and the
-    previous tracked kernel, divided by the epochs between them) and ntk/alignment."""
+    previous tracked kernel, divided by the epochs between them) and ntk/alignment (with the
+    targets, or with the classes of integer labels; not logged without targets)."""
 
     def __init__(self) -> None:
         self.K_prev: torch.Tensor | None = None
@@ -77,7 +94,8 @@ class KernelGeometry(Callback):
             return
         K = state.K
         state.metrics["ntk/kernel_distance"] = kernel_distance(K, state.K0)
-        state.metrics["ntk/alignment"] = alignment(K, state.y)
+        if state.y is not None:
+            state.metrics["ntk/alignment"] = target_alignment(K, state.y)
         if self.K_prev is not None and state.epoch > self.epoch_prev:
             distance = kernel_distance(K, self.K_prev)
             state.metrics["ntk/velocity"] = distance / (state.epoch - self.epoch_prev)
@@ -90,18 +108,28 @@ class KernelGeometry(Callback):
         self.K_prev, self.epoch_prev = state["K_prev"], int(state["epoch_prev"])
 
 
+def infinite_width_kernel(model: nn.Module, X: torch.Tensor) -> torch.Tensor | None:
+    """The limit of the tracked kernel (n, n), float64, where a closed form exists: the
+    one-hidden-layer net with its options (kernels), the (leaky) ReLU or linear MLP
+    (mlp_kernels: the trace over k outputs); None otherwise."""
+    if isinstance(model, OneHiddenLayer):
+        return model_ntk_inf(model, X)
+    if isinstance(model, MLP):
+        return mlp_ntk_inf(model, X)
+    return None
+
+
 class InfiniteWidth(Callback):
     """ntk/lambda_min_inf = λ_min(K∞) and ntk/dist_to_inf = ‖K_t − K∞‖_F / ‖K∞‖_F on tracked
-    epochs; K∞ (kernels.model_ntk_inf, with the net's options) is computed once. Only for a
-    OneHiddenLayer, where K∞ has a closed form."""
+    epochs; K∞ (`infinite_width_kernel`, with the net's options) is computed once. Only for the
+    nets where K∞ has a closed form."""
 
     def __init__(self) -> None:
         self.K_inf: torch.Tensor | None = None
         self.lambda_min_inf = math.nan
 
     def on_train_start(self, state: TrainState) -> None:
-        if isinstance(state.model, OneHiddenLayer):
-            self.K_inf = model_ntk_inf(state.model, state.X)
+        self.K_inf = infinite_width_kernel(state.model, state.X)
         if self.K_inf is not None:
             self.lambda_min_inf = float(torch.linalg.eigvalsh(self.K_inf)[0])
 

@@ -25,7 +25,8 @@ from ntklab.control import (
 )
 from ntklab.diagnostics import InfiniteWidth, KernelGeometry, RateDiagnostics
 from ntklab.logger import RunLogger
-from ntklab.measurements import NTKTracker, PatternChange, WeightMetrics
+from ntklab.losses import PL_LOSSES
+from ntklab.measurements import Accuracy, FullKernel, NTKTracker, PatternChange, WeightMetrics
 from ntklab.problem import Problem, hparams, make_problem, make_state
 from ntklab.progress import ProgressBar
 from ntklab.rundir import Plan, RunFolder, RunFolderError, Status
@@ -51,19 +52,24 @@ def make_callbacks(
        checkpoint of epoch t never runs ahead of epoch t's records.
 
     The order of 1–2 is also the order of the tags in each metrics.jsonl record."""
-    ntk = cfg.ntk
+    ntk, pl = cfg.ntk, cfg.loss in PL_LOSSES
+    initial = problem.initial if ntk.every > 0 else None
     tracker = NTKTracker(
         problem.method,
         ntk.every,
         tol=ntk.tol,
         max_iter=ntk.max_iter,
-        initial=problem.initial if ntk.every > 0 else None,
+        initial=initial,
+        output=problem.output,
+        pl=pl,
     )
     full_batch_gd = cfg.optim.name == "gd" and cfg.optim.momentum == 0
+    outputs = [FullKernel(initial), Accuracy()] if problem.output == "full" else []
     measuring: list[Callback] = [
-        WeightMetrics(),
+        WeightMetrics(pl),
         tracker,
-        RateDiagnostics(full_batch_gd),
+        *outputs,
+        RateDiagnostics(full_batch_gd and pl),
         KernelGeometry(),
         PatternChange(),
         InfiniteWidth(),

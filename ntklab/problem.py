@@ -10,13 +10,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ntklab.builders import build_model, kernel_output, load_data, targets
 from ntklab.config import Config, ConfigError, check_against_data
-from ntklab.data import DataError, fingerprint, load_csv, make_synthetic
+from ntklab.data import DataError, fingerprint
+from ntklab.losses import LOSSES
 from ntklab.measurements import InitialKernel, initial_kernel
-from ntklab.models import OneHiddenLayer, output_scale
+from ntklab.models import output_scale
 from ntklab.ntk import Method, available_bytes, dense_bytes, resolve_method
 from ntklab.optim import SAMPLERS, full_batch, make_schedule
-from ntklab.theory import theory_lr
+from ntklab.theory import cross_entropy_lr, theory_lr
 from ntklab.train import Batches, TrainState
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -34,29 +36,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_data(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
-    """X (n, d), y (n,) in float64 on the CPU, from the `data` config group."""
-    dat = cfg.data
-    if dat.name == "csv":
-        try:
-            return load_csv(dat.path)
-        except OSError as err:  # unreadable: permissions, a broken link, an I/O error
-            raise DataError(f"data.path={dat.path}: cannot be read ({err.strerror})") from None
-    return make_synthetic(
-        dat.name,
-        dat.n,
-        dat.d,
-        target=dat.target,
-        teacher_width=dat.teacher_width,
-        noise=dat.noise,
-        seed=cfg.seed * 1000 + DATA_STREAM,
-    )
-
-
 @dataclass
 class Problem:
-    """The device, the data X (n, d) and y (n,) in the run's dtype on it with their fingerprint,
-    the net at W_0, the NTK method that runs, K_0 and the theory step n α² / (2 λ_max(K_0))."""
+    """The device, the data X (n, d) and y (n,) in the run's dtype on it (int64 class labels
+    for cross-entropy) with their fingerprint, the net at W_0, the NTK method that runs, K_0 and
+    the theory step it gives (n α² / (2 λ_max(K_0)) for the MSE, 2n / λ_max of the full kernel
+    for cross-entropy); `output` is "full" where the kernel of k outputs is tracked."""
 
     device: torch.device
     X: torch.Tensor
@@ -67,6 +52,7 @@ class Problem:
     initial: InitialKernel
     lr_theory: float
     batch_size: int  # SGD's minibatch size (all n for GD), checked against the data
+    output: str | None = None
 
     @property
     def n(self) -> int:
@@ -74,30 +60,13 @@ class Problem:
 
 
 def _on_device(cfg: Config, X: torch.Tensor, y: torch.Tensor, device: torch.device):
-    X, y = (t.to(device=device, dtype=DTYPES[cfg.dtype]) for t in (X, y))
+    X, y = X.to(device=device, dtype=DTYPES[cfg.dtype]), targets(cfg, y, device, DTYPES[cfg.dtype])
     if not (torch.isfinite(X).all() and torch.isfinite(y).all()):
         raise DataError(
             f"dtype={cfg.dtype!r}: the data's values overflow {cfg.dtype}; "
             "rescale the data or use dtype=float64"
         )
     return X, y
-
-
-def _net(cfg: Config, d: int, device: torch.device) -> OneHiddenLayer:
-    m = cfg.model
-    return OneHiddenLayer(
-        d,
-        m.width,
-        m.name,
-        m.negative_slope,
-        seed=cfg.seed * 1000 + MODEL_STREAM,
-        dtype=DTYPES[cfg.dtype],
-        device=device,
-        train_output=m.train_output,
-        alpha=m.alpha,
-        center=m.center,
-        parameterization=m.parameterization,
-    )
 
 
 def _fits(cfg: Config, model: nn.Module, X: torch.Tensor, method: Method) -> None:
@@ -114,10 +83,15 @@ def _fits(cfg: Config, model: nn.Module, X: torch.Tensor, method: Method) -> Non
         )
 
 
-def _kernel(cfg: Config, model: nn.Module, X: torch.Tensor, method: Method) -> InitialKernel:
+def _kernel(
+    cfg: Config, model: nn.Module, X: torch.Tensor, method: Method, output: str | None
+) -> InitialKernel:
     _fits(cfg, model, X, method)
+    ntk = cfg.ntk
     try:
-        initial = initial_kernel(model, X, method, tol=cfg.ntk.tol, max_iter=cfg.ntk.max_iter)
+        initial = initial_kernel(
+            model, X, method, tol=ntk.tol, max_iter=ntk.max_iter, output=output
+        )
     except torch.linalg.LinAlgError:  # eigvalsh of a kernel that overflowed
         initial = None
     except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
@@ -142,16 +116,20 @@ def make_problem(cfg: Config) -> Problem:
         # Parallel sweep jobs share the cores: each job's torch gets its share, not all of them.
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    X, y = load_data(cfg)
+    X, y = load_data(cfg, seed=cfg.seed * 1000 + DATA_STREAM)
     batch_size = check_against_data(cfg, *X.shape)
     data = fingerprint(X, y, cfg.data.path if cfg.data.name == "csv" else None)
     X, y = _on_device(cfg, X, y, device)
-    model = _net(cfg, X.shape[1], device)
+    model = build_model(cfg, X, y, seed=cfg.seed * 1000 + MODEL_STREAM, device=device)
     ntk = cfg.ntk
     method = resolve_method(ntk.method, model, X, ntk.memory_budget_mb * 2**20)
-    initial = _kernel(cfg, model, X, method)
-    lr_theory = theory_lr(initial.lambda_max, X.shape[0], output_scale(model))
-    return Problem(device, X, y, data, model, method, initial, lr_theory, batch_size)
+    output = kernel_output(cfg, method, model, X)
+    initial = _kernel(cfg, model, X, method, output)
+    if output == "full":
+        lr_theory = cross_entropy_lr(initial.full.lambda_max, X.shape[0])
+    else:
+        lr_theory = theory_lr(initial.lambda_max, X.shape[0], output_scale(model))
+    return Problem(device, X, y, data, model, method, initial, lr_theory, batch_size, output)
 
 
 def minibatches(cfg: Config, batch_size: int) -> Batches:
@@ -182,6 +160,7 @@ def make_state(problem: Problem, cfg: Config, model: nn.Module | None = None) ->
         schedule=make_schedule(opt.schedule, lr, options),
         batches=minibatches(cfg, problem.batch_size),
         seed=cfg.seed * 1000 + BATCH_STREAM,
+        loss_fn=LOSSES[cfg.loss],
     )
 
 
@@ -191,7 +170,10 @@ def hparams(cfg: Config, problem: Problem, lr: float) -> dict[str, Any]:
     return {
         "model": m.name,
         "width": m.width,
-        "negative_slope": problem.model.negative_slope,
+        "depth": m.depth,
+        "activation": m.activation or m.name,
+        "negative_slope": getattr(problem.model, "negative_slope", None),
+        "loss": cfg.loss,
         "data": cfg.data.name,
         "n": problem.n,
         "d": problem.X.shape[1],

@@ -103,3 +103,25 @@ def test_the_fingerprint_tells_data_apart(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("1,2\n")
     assert len(fingerprint(X, y, path)["sha256_file"]) == 64
+
+def test_digits_without_scikit_learn_says_how_to_get_it(monkeypatch):
+    """scikit-learn is an optional extra: without it data=digits is refused with the fix."""
+    import sys
+
+    from ntklab.data import load_digits
+
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import now fails
+    with pytest.raises(DataError, match=r"data=digits needs scikit-learn.*ntklab\[digits\]"):
+        load_digits(10)
+
+
+def test_digits_subset_on_the_sphere():
+    pytest.importorskip("sklearn", reason="scikit-learn (pip install 'ntklab[digits]') ships them")
+    from ntklab.data import DIGITS, load_digits
+
+    X, y = load_digits()
+    assert X.shape == (DIGITS, 64) and set(y.tolist()) == set(range(10))
+    assert torch.allclose(X.norm(dim=1), torch.ones(DIGITS, dtype=torch.float64))
+    Xs, ys = load_digits(100, seed=3)
+    assert Xs.shape == (100, 64) and torch.equal(Xs, load_digits(100, seed=3)[0])
+    assert not torch.equal(Xs, load_digits(100, seed=4)[0])
