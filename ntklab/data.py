@@ -171,6 +171,7 @@ def fingerprint(X: torch.Tensor, y: torch.Tensor, path: str | os.PathLike | None
         found["sha256_file"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return found
 
+
 DIGITS = 1797  # scikit-learn's handwritten digits: 1797 images of 8 × 8 pixels, 10 classes
 
 

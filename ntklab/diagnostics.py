@@ -1,8 +1,9 @@
 """Callbacks that set theory beside the measurement: measured rates against their bounds, the
 kernel's geometry (distance from K_0, velocity, alignment) and the infinite-width kernel K∞.
 
-They reuse the kernel the tracker put on the state (state.K, state.K0, state.spectrum) and
-never compute K themselves; on epochs without a tracked kernel they log nothing kernel-based.
+They reuse what the tracker put on the state (K_t and K_0 where they are formed, and the
+extreme eigenvalues in state.metrics, dense or matrix-free) and never compute K themselves; on
+epochs without a tracked kernel they log nothing kernel-based.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from torch.nn import functional
 
 from ntklab.kernels import model_ntk_inf
 from ntklab.mlp_kernels import mlp_ntk_inf
-from ntklab.models import MLP, OneHiddenLayer, output_scale
+from ntklab.models import MLP, OneHiddenLayer, output_magnitude, output_scale
+from ntklab.spectrum import Spectrum, dense_spectrum
 from ntklab.theory import rate_bound, rate_slide
 from ntklab.train import Callback, TrainState
 
@@ -46,32 +48,72 @@ def target_alignment(K: torch.Tensor, y: torch.Tensor) -> float:
     return alignment(K, y) if y.is_floating_point() else class_alignment(K, y)
 
 
-class RateDiagnostics(Callback):
-    """At step t: loss/contraction = L_t / L_{t−1}; for full-batch GD without momentum also
-    pl/rate_bound (theory.rate_bound from K_{t−1} and the step of epoch t), pl/loss_bound =
-    L_{t−1} · pl/rate_bound, and pl/rate_slide (the lecture notes' 1 − μ/β from K_{t−1}). The bounds
-    need K_{t−1}, so they appear on epochs following a tracked one (every epoch at ntk.every=1)."""
+def loss_floor(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    """The MSE's round-off floor: (1/n) Σ_i δr_i² / α², δr_i = eps (Σ_k |term_k(x_i)| + |y_i|), the
+    rounding error of the residual r_i = f(x_i) − y_i at X's precision (the output's terms
+    from models.output_magnitude; |f| where they are not known, a lower bound). A loss within a
+    few orders of magnitude of it carries few correct digits."""
+    with torch.no_grad():
+        mag = output_magnitude(model, X)
+        if mag is None:
+            mag = model(X).abs()
+        delta = torch.finfo(X.dtype).eps * (mag.to(torch.float64) + y.to(torch.float64).abs())
+        return float(delta.pow(2).mean()) / output_scale(model) ** 2
 
-    def __init__(self, full_batch_gd: bool) -> None:
-        self.gd = bool(full_batch_gd)
-        self.prev: dict[str, float] = {}  # epoch, loss, and λ_min/λ_max of K at that epoch
+
+# The contraction is resolved when its round-off error is below this fraction of it.
+CONTRACTION_TOLERANCE = 1e-2
+
+
+class RateDiagnostics(Callback):
+    """At step t: loss/contraction = L_t / L_{t−1}, with its round-off: loss/roundoff_floor (the
+    MSE's floor F_t, `loss_floor`, every epoch), loss/contraction_err (2 (√(F_t/L_t) +
+    √(F_{t−1}/L_{t−1})) times the contraction: a bound on its rounding error) and
+    loss/contraction_resolved (1 when
+    that error is below 1% of it). For full-batch GD without momentum, where the contraction is
+    resolved, also pl/rate_bound (theory.rate_bound from K_{t−1}'s λ's and the step of epoch t)
+    and pl/loss_bound = L_{t−1} · pl/rate_bound; at the theory step (`theory_step`: optim.lr=auto,
+    constant) also pl/rate_slide, the lecture notes' 1 − μ/β, which they claim for that step
+    only. The bounds need K_{t−1}'s extreme eigenvalues (dense or matrix-free), so they appear
+    on epochs following a tracked one (every epoch at ntk.every=1)."""
+
+    def __init__(self, full_batch_gd: bool, theory_step: bool = False, mse: bool = True) -> None:
+        self.gd, self.theory_step, self.mse = bool(full_batch_gd), bool(theory_step), bool(mse)
+        self.prev: dict[str, float] = {}  # epoch, loss, floor, and λ_min/λ_max of K then
 
     def on_epoch_end(self, state: TrainState) -> None:
         prev, L = self.prev, state.loss
+        floor = loss_floor(state.model, state.X, state.y) if self.mse else 0.0
+        if self.mse:
+            state.metrics["loss/roundoff_floor"] = floor
         if prev.get("epoch") == state.epoch - 1:
-            L_prev = prev["loss"]
-            state.metrics["loss/contraction"] = L / L_prev if L_prev > 0 else math.nan
-            if self.gd and "lambda_max" in prev:
-                alpha = output_scale(state.model)
-                lo, hi = prev["lambda_min"], prev["lambda_max"]
-                bound = rate_bound(lo, hi, state.n, state.lr, alpha)
-                state.metrics["pl/rate_bound"] = bound
-                state.metrics["pl/loss_bound"] = bound * L_prev
+            self._contraction(state, prev, L, floor)
+        self.prev = {"epoch": state.epoch, "loss": L, "floor": floor}
+        if "ntk/lambda_max" in state.metrics:
+            self.prev.update(
+                lambda_min=state.metrics["ntk/lambda_min"],
+                lambda_max=state.metrics["ntk/lambda_max"],
+            )
+
+    def _contraction(self, state: TrainState, prev: dict, L: float, floor: float) -> None:
+        L_prev = prev["loss"]
+        contraction = L / L_prev if L_prev > 0 else math.nan
+        state.metrics["loss/contraction"] = contraction
+        resolved = True
+        if self.mse:
+            relative = 2 * (math.sqrt(floor / L) if L > 0 else math.inf)
+            relative += 2 * (math.sqrt(prev.get("floor", 0.0) / L_prev) if L_prev > 0 else math.inf)
+            state.metrics["loss/contraction_err"] = relative * contraction
+            resolved = relative <= CONTRACTION_TOLERANCE
+            state.metrics["loss/contraction_resolved"] = float(resolved)
+        if self.gd and resolved and "lambda_max" in prev:
+            alpha = output_scale(state.model)
+            lo, hi = prev["lambda_min"], prev["lambda_max"]
+            bound = rate_bound(lo, hi, state.n, state.lr, alpha)
+            state.metrics["pl/rate_bound"] = bound
+            state.metrics["pl/loss_bound"] = bound * L_prev
+            if self.theory_step:
                 state.metrics["pl/rate_slide"] = rate_slide(lo, hi)
-        self.prev = {"epoch": state.epoch, "loss": L}
-        if state.spectrum is not None:
-            spec = state.spectrum
-            self.prev.update(lambda_min=spec.lambda_min, lambda_max=spec.lambda_max)
 
     def state_dict(self) -> dict[str, object]:
         return {"prev": dict(self.prev)}
@@ -81,13 +123,11 @@ class RateDiagnostics(Callback):
 
 
 class KernelGeometry(Callback):
-    """ntk/kernel_distance (K_t against K_0), ntk/velocity (that distance between K_t and the
-    previous tracked kernel, divided by the epochs between them) and ntk/alignment (with the
-    targets, or with the classes of integer labels; not logged without targets)."""
-
-    def __init__(self) -> None:
-        self.K_prev: torch.Tensor | None = None
-        self.epoch_prev = 0
+    """ntk/kernel_distance (K_t against K_0), ntk/velocity (the kernel's change over the last
+    epoch, ‖K_t − K_{t−1}‖_F / ‖K_0‖_F, from the K_{t−1} that measurements.KernelStep puts on the
+    state: one epoch whatever ntk.every is, so it does not depend on how often the kernel is
+    tracked) and ntk/alignment (with the targets, or with the classes of integer labels; not
+    logged without targets)."""
 
     def on_epoch_end(self, state: TrainState) -> None:
         if state.K is None:
@@ -96,16 +136,9 @@ class KernelGeometry(Callback):
         state.metrics["ntk/kernel_distance"] = kernel_distance(K, state.K0)
         if state.y is not None:
             state.metrics["ntk/alignment"] = target_alignment(K, state.y)
-        if self.K_prev is not None and state.epoch > self.epoch_prev:
-            distance = kernel_distance(K, self.K_prev)
-            state.metrics["ntk/velocity"] = distance / (state.epoch - self.epoch_prev)
-        self.K_prev, self.epoch_prev = K.detach().clone(), state.epoch
-
-    def state_dict(self) -> dict[str, object]:
-        return {"K_prev": self.K_prev, "epoch_prev": self.epoch_prev}
-
-    def load_state_dict(self, state: dict[str, object]) -> None:
-        self.K_prev, self.epoch_prev = state["K_prev"], int(state["epoch_prev"])
+        if state.K_before is not None:
+            step = (K.to(torch.float64) - state.K_before.to(torch.float64)).norm()
+            state.metrics["ntk/velocity"] = float(step / state.K0.to(torch.float64).norm())
 
 
 def infinite_width_kernel(model: nn.Module, X: torch.Tensor) -> torch.Tensor | None:
@@ -120,22 +153,30 @@ def infinite_width_kernel(model: nn.Module, X: torch.Tensor) -> torch.Tensor | N
 
 
 class InfiniteWidth(Callback):
-    """ntk/lambda_min_inf = λ_min(K∞) and ntk/dist_to_inf = ‖K_t − K∞‖_F / ‖K∞‖_F on tracked
-    epochs; K∞ (`infinite_width_kernel`, with the net's options) is computed once. Only for the
-    nets where K∞ has a closed form."""
+    """ntk/lambda_min_inf = λ_min(K∞) on tracked epochs (dense or matrix-free) and, where K_t is
+    formed, ntk/dist_to_inf = ‖K_t − K∞‖_F / ‖K∞‖_F. K∞ (`infinite_width_kernel`, with the net's
+    options) is computed once, for the nets where it has a closed form and where it and its
+    eigvalsh fit `budget_bytes`. Its λ_min is resolved (ntk/lambda_min_inf_resolved = 1) when it
+    exceeds n · eps · λ_max(K∞); below that it is round-off and not logged."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget_bytes: float = float("inf")) -> None:
+        self.budget = budget_bytes
         self.K_inf: torch.Tensor | None = None
-        self.lambda_min_inf = math.nan
+        self.spectrum: Spectrum | None = None
 
     def on_train_start(self, state: TrainState) -> None:
-        self.K_inf = infinite_width_kernel(state.model, state.X)
+        if 4 * 8 * state.n**2 <= self.budget:  # K∞ and eigvalsh's workspace, float64
+            self.K_inf = infinite_width_kernel(state.model, state.X)
         if self.K_inf is not None:
-            self.lambda_min_inf = float(torch.linalg.eigvalsh(self.K_inf)[0])
+            self.spectrum = dense_spectrum(self.K_inf)
 
     def on_epoch_end(self, state: TrainState) -> None:
-        if state.K is None or self.K_inf is None:
+        if self.spectrum is None or "ntk/lambda_min" not in state.metrics:
             return
-        diff = state.K.to(torch.float64) - self.K_inf
-        state.metrics["ntk/lambda_min_inf"] = self.lambda_min_inf
-        state.metrics["ntk/dist_to_inf"] = float(diff.norm() / self.K_inf.norm())
+        resolved = self.spectrum.resolved
+        state.metrics["ntk/lambda_min_inf_resolved"] = float(resolved)
+        if resolved:
+            state.metrics["ntk/lambda_min_inf"] = self.spectrum.lambda_min
+        if state.K is not None:
+            diff = state.K.to(torch.float64) - self.K_inf
+            state.metrics["ntk/dist_to_inf"] = float(diff.norm() / self.K_inf.norm())

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
+import ntklab
 from ntklab.config import Config, ConfigError, first_difference, load, run_settings
 from ntklab.control import (
     Checkpointer,
@@ -26,7 +28,14 @@ from ntklab.control import (
 from ntklab.diagnostics import InfiniteWidth, KernelGeometry, RateDiagnostics
 from ntklab.logger import RunLogger
 from ntklab.losses import PL_LOSSES
-from ntklab.measurements import Accuracy, FullKernel, NTKTracker, PatternChange, WeightMetrics
+from ntklab.measurements import (
+    Accuracy,
+    FullKernel,
+    KernelStep,
+    NTKTracker,
+    PatternChange,
+    WeightMetrics,
+)
 from ntklab.problem import Problem, hparams, make_problem, make_state
 from ntklab.progress import ProgressBar
 from ntklab.rundir import Plan, RunFolder, RunFolderError, Status
@@ -63,16 +72,19 @@ def make_callbacks(
         output=problem.output,
         pl=pl,
     )
-    full_batch_gd = cfg.optim.name == "gd" and cfg.optim.momentum == 0
+    opt = cfg.optim
+    full_batch_gd = opt.name == "gd" and opt.momentum == 0
+    theory_step = full_batch_gd and opt.lr == "auto" and opt.schedule == "constant"
     outputs = [FullKernel(initial), Accuracy()] if problem.output == "full" else []
     measuring: list[Callback] = [
         WeightMetrics(pl),
         tracker,
+        KernelStep(problem.method, ntk.every, problem.output),
         *outputs,
-        RateDiagnostics(full_batch_gd and pl),
+        RateDiagnostics(full_batch_gd and pl, theory_step=theory_step, mse=pl),
         KernelGeometry(),
         PatternChange(),
-        InfiniteWidth(),
+        InfiniteWidth(budget_bytes=ntk.memory_budget_mb * 2**20),
     ]
     guard = DivergenceGuard(cfg.divergence_factor)
     extra = {"config": run_settings(cfg), "data": problem.data}
@@ -224,17 +236,29 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def finals(folder: RunFolder) -> dict[str, Any]:
+    """Each tag's last logged value (`final`) and the step it was logged at (`final_step`): tags
+    logged on tracked epochs only end earlier than the loss when the last epoch is not one, and
+    a value is never set beside another epoch's as if they were one record. Also the versions
+    the run ran with."""
+    values: dict[str, Any] = {}
+    steps: dict[str, int] = {}
+    for record in folder.records():
+        step = record.get("step")
+        values.update(record)
+        steps.update({tag: step for tag in record if tag != "step"})
+    versions = {"ntklab": ntklab.__version__, "torch": torch.__version__}
+    return {"final": values, "final_step": steps, "versions": versions}
+
+
 def summarize(run: Run, result: TrainResult) -> dict[str, Any]:
     """summary.json: how the run ended, each tag's last logged value, its hyper-parameters."""
-    last: dict[str, Any] = {}
-    for record in run.folder.records():
-        last.update(record)
     summary = {
         "status": result.status.value,
         "message": result.message,
         "epochs_run": result.epochs_run,
         "final_loss": _finite(result.final_loss),
-        "final": last,
+        **finals(run.folder),
         "divergence": run.guard.report(),
         "ntk_method": run.problem.method.value,
         "hparams": run.hparams,
@@ -260,7 +284,7 @@ def _failed(run: Run, err: BaseException, t0: float) -> RunError:
         "message": message,
         "error": type(err).__name__,
         "epochs_run": run.state.epoch,
-        "final": {k: v for r in run.folder.records() for k, v in r.items()},
+        **finals(run.folder),
         "hparams": run.hparams,
         "data": run.problem.data,
         "total_time_s": time.perf_counter() - t0,
@@ -279,7 +303,7 @@ def _interrupted(run: Run, err: BaseException, t0: float) -> None:
         "status": Status.INTERRUPTED.value,
         "message": f"interrupted by {type(err).__name__} at epoch {run.state.epoch}",
         "epochs_run": run.state.epoch,
-        "final": {k: v for r in run.folder.records() for k, v in r.items()},
+        **finals(run.folder),
         "hparams": run.hparams,
         "data": run.problem.data,
         "signal": str(err) or "SIGINT",

@@ -28,12 +28,20 @@ def output_layer_ntk(
 
 
 def _angles(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gram G = X Xᵀ, norms product N_ij = ‖x_i‖‖x_j‖ and angles θ_ij ∈ [0, π], all (n, n)."""
+    """Gram G = X Xᵀ, norms product N_ij = ‖x_i‖‖x_j‖ and angles θ_ij ∈ [0, π], all (n, n).
+
+    θ = atan2(sin θ, cos θ) from the unit vectors u_i: sin θ = ‖u_i − u_j‖ ‖u_i + u_j‖ / 2 and
+    cos θ = (‖u_i + u_j‖² − ‖u_i − u_j‖²) / 4, the distances taken as norms of differences. This
+    keeps every digit near θ = 0 and π, where arccos(x_i·x_j / N_ij) loses half of them."""
     G = X @ X.T
     norms = X.norm(dim=1)
     N = norms[:, None] * norms[None, :]
-    cos = torch.where(N > 0, G / N.clamp_min(torch.finfo(X.dtype).tiny), torch.ones_like(G))
-    return G, N, torch.arccos(cos.clamp(-1.0, 1.0))
+    U = X / norms.clamp_min(torch.finfo(X.dtype).tiny)[:, None]
+    exact = "donot_use_mm_for_euclid_dist"  # differences, not ‖a‖² + ‖b‖² − 2ab
+    minus = torch.cdist(U, U, compute_mode=exact)
+    plus = torch.cdist(U, -U, compute_mode=exact)
+    theta = torch.atan2(minus * plus / 2, (plus.square() - minus.square()) / 4)
+    return G, N, torch.where(N > 0, theta, torch.zeros_like(theta))
 
 
 def infinite_width_ntk(X: torch.Tensor, negative_slope: float) -> torch.Tensor:

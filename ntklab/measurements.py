@@ -233,10 +233,12 @@ class NTKTracker(Callback):
         if not self.due(state):
             return
         metrics = self._matrix_free(state) if self.method.matrix_free else self._dense(state)
-        if self.pl:
-            metrics["pl/mu"] = pl_mu(metrics["ntk/lambda_min"], state.n, output_scale(state.model))
-        # κ is only meaningful when λ_min rises above round-off; otherwise it is not logged.
+        # μ and κ are meaningful only when λ_min rises above round-off: below it they are not
+        # logged (ntk/lambda_min_resolved = 0 says so), never as a negative "constant".
         if metrics["ntk/lambda_min_resolved"]:
+            if self.pl:
+                alpha = output_scale(state.model)
+                metrics["pl/mu"] = pl_mu(metrics["ntk/lambda_min"], state.n, alpha)
             metrics["ntk/condition_number"] = metrics["ntk/lambda_max"] / metrics["ntk/lambda_min"]
         state.metrics.update(metrics)
         self.last = metrics
@@ -329,3 +331,62 @@ class Accuracy(Callback):
 
     def on_epoch_end(self, state: TrainState) -> None:
         state.metrics["accuracy/train"] = accuracy(state.model, state.X, state.y)
+
+
+class KernelStep(Callback):
+    """K_{t−1}, the kernel one epoch before each tracked epoch t, for the kernel's velocity
+    (diagnostics.KernelGeometry): put on the state as state.K_before. With ntk.every = 1 it is
+    the previous tracked kernel; otherwise the trained parameters of epoch t − 1 are kept (when
+    t will be tracked) and the kernel is computed at them, one more kernel per tracked epoch. A
+    velocity measured over one epoch does not depend on how often the kernel is tracked. Dense
+    methods only; runs after the NTKTracker."""
+
+    def __init__(self, method: Method, every: int, output: str | None = None) -> None:
+        self.method, self.every, self.output = Method(method), int(every), output
+        self.previous: torch.Tensor | None = None  # the last tracked K (every = 1)
+        self.previous_epoch = -1
+        self.snapshot: list[torch.Tensor] | None = None  # parameters of epoch t − 1
+        self.snapshot_epoch = -1
+
+    def _tracked(self, epoch: int, epochs: int) -> bool:
+        return self.every > 0 and (epoch % self.every == 0 or epoch == epochs)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        state.K_before = None
+        if state.K is not None and not self.method.matrix_free:
+            if self.previous is not None and self.previous_epoch == state.epoch - 1:
+                state.K_before = self.previous
+            elif self.snapshot is not None and self.snapshot_epoch == state.epoch - 1:
+                state.K_before = self._kernel_at(state, self.snapshot)
+            if self.every == 1:
+                self.previous, self.previous_epoch = state.K, state.epoch
+        keep = self.every > 1 and self._tracked(state.epoch + 1, state.epochs)
+        self.snapshot = [p.detach().clone() for p in _trained(state.model)] if keep else None
+        self.snapshot_epoch = state.epoch if keep else -1
+
+    def _kernel_at(self, state: TrainState, params: list[torch.Tensor]) -> torch.Tensor:
+        """The kernel with the trained parameters set to `params` (then put back, bitwise)."""
+        trained = _trained(state.model)
+        now = [p.detach().clone() for p in trained]
+        with torch.no_grad():
+            for p, q in zip(trained, params, strict=True):
+                p.copy_(q)
+        try:
+            K = empirical_ntk(state.model, state.X, method=self.method, output=self.output)
+        finally:
+            with torch.no_grad():
+                for p, q in zip(trained, now, strict=True):
+                    p.copy_(q)
+        return output_trace(K) if K.ndim == 4 else K
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "previous": self.previous,
+            "previous_epoch": self.previous_epoch,
+            "snapshot": self.snapshot,
+            "snapshot_epoch": self.snapshot_epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.previous, self.previous_epoch = state["previous"], int(state["previous_epoch"])
+        self.snapshot, self.snapshot_epoch = state["snapshot"], int(state["snapshot_epoch"])

@@ -137,6 +137,21 @@ class OneHiddenLayer(nn.Module):
         )
 
 
+def output_magnitude(model: nn.Module, X: torch.Tensor) -> torch.Tensor | None:
+    """Σ_k |term_k| of the sum that forms each output, (n,) or (n, k): the scale of the output's
+    rounding error (eps times it). None for a module whose last sum is not known here."""
+    with torch.no_grad():
+        if isinstance(model, OneHiddenLayer):
+            mag = model.sigma(X @ model.W.T).abs() @ model.v.abs()
+            if model.center:
+                mag = mag + model.sigma(X @ model.W0.T).abs() @ model.v0.abs()
+            return mag * model.alpha
+        if isinstance(model, MLP):
+            mag = model.layers(X)[1][-1].abs() @ (model.out.abs() * model.multiplier).T
+            return mag.squeeze(-1) if model.outputs == 1 else mag
+    return None
+
+
 def output_scale(model: nn.Module) -> float:
     """α of f = α h for a OneHiddenLayer; 1 for any other module (its loss is the plain MSE)."""
     return model.alpha if isinstance(model, OneHiddenLayer) else 1.0

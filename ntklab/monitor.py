@@ -16,7 +16,14 @@ from ntklab.autodiff import output_count
 from ntklab.diagnostics import InfiniteWidth, KernelGeometry, RateDiagnostics
 from ntklab.logger import LAYOUT
 from ntklab.losses import LOSSES, PL_LOSSES
-from ntklab.measurements import Accuracy, FullKernel, NTKTracker, PatternChange, WeightMetrics
+from ntklab.measurements import (
+    Accuracy,
+    FullKernel,
+    KernelStep,
+    NTKTracker,
+    PatternChange,
+    WeightMetrics,
+)
 from ntklab.ntk import STRUCTURED_MODELS, Method, dense_method, parse_method
 from ntklab.train import Callback, TrainState
 
@@ -88,9 +95,10 @@ class NTKMonitor:
         self.callbacks: list[Callback] = [
             WeightMetrics(pl),
             self.tracker,
+            KernelStep(method, self.every, "full" if k > 1 else None),
             *([FullKernel()] if k > 1 else []),
             *classes,
-            *([RateDiagnostics(False)] if y is not None and loss else []),
+            *([RateDiagnostics(False, mse=pl)] if y is not None and loss else []),
             KernelGeometry(),
             PatternChange(),
             InfiniteWidth(),

@@ -61,6 +61,7 @@ class TrainState:
     # reuse (never recompute K in a second callback): K_t (n, n), K_0, and K_t's spectrum.
     K: torch.Tensor | None = None
     K0: torch.Tensor | None = None
+    K_before: torch.Tensor | None = None  # K one epoch before K_t (measurements.KernelStep)
     spectrum: object | None = None
     K_full: torch.Tensor | None = None  # (n, n, k, k) for k outputs, where the run tracks it
     loss_fn: Loss = mse  # the training loss (losses.LOSSES)
@@ -246,7 +247,7 @@ def _epoch(state: TrainState, callbacks: Sequence[Callback]) -> None:
     """Epoch t = state.epoch + 1: the update, L(W_t), the callbacks, then the next step size."""
     run_epoch(state)
     state.epoch += 1
-    state.K = state.spectrum = state.K_full = None
+    state.K = state.spectrum = state.K_full = state.K_before = None
     state.evaluate()
     state.metrics = {"loss/train": state.loss, "optim/lr": state.lr}
     state.next_lr = state.schedule.step(state.loss)

@@ -104,6 +104,7 @@ def test_the_fingerprint_tells_data_apart(tmp_path):
     path.write_text("1,2\n")
     assert len(fingerprint(X, y, path)["sha256_file"]) == 64
 
+
 def test_digits_without_scikit_learn_says_how_to_get_it(monkeypatch):
     """scikit-learn is an optional extra: without it data=digits is refused with the fix."""
     import sys
