@@ -22,6 +22,7 @@ from ntklab.losses import LOSSES
 from ntklab.models import ACTIVATIONS, MLP_ACTIVATIONS, PARAMETERIZATIONS
 from ntklab.ntk import Method
 from ntklab.optim import SAMPLERS, SCHEDULES
+from ntklab.sweep import COLUMNS, FIGURES, ReportSpec
 from ntklab.targets import check_target, gather_kwargs
 
 
@@ -96,6 +97,7 @@ class Config:
     resume: bool = False  # continue the run in hydra.run.dir from checkpoints/last.pt
     overwrite: bool = False  # replace a run already in the folder
     threads: Optional[int] = None  # torch intra-op threads per run; null = torch's default
+    report: ReportSpec = field(default_factory=ReportSpec)  # what a sweep's report shows
 
 
 @dataclass
@@ -129,7 +131,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("gd", "sgd")
 # Keys that change how a run is driven, not what it computes: a resumed run may differ in them.
-RUN_CONTROL_KEYS = ("resume", "overwrite", "checkpoint_every", "divergence_exit_code")
+RUN_CONTROL_KEYS = ("resume", "overwrite", "checkpoint_every", "divergence_exit_code", "report")
 
 
 def _fail(key: str, value: object, why: str) -> None:
@@ -309,6 +311,10 @@ def _validate_run_control(cfg: Config) -> None:
         _fail("checkpoint_every", cfg.checkpoint_every, "must be ≥ 0 (0: only at the end)")
     if cfg.resume and cfg.overwrite:
         _fail("overwrite", cfg.overwrite, "cannot be combined with resume=true; choose one")
+    for column in cfg.report.fit:
+        _choice("report.fit", column, COLUMNS)
+    for figure in cfg.report.figures:
+        _choice("report.figures", figure, FIGURES)
 
 
 def _validate_grid(f: LRFindGrid) -> None:

@@ -141,6 +141,36 @@ class KernelGeometry(Callback):
             state.metrics["ntk/velocity"] = float(step / state.K0.to(torch.float64).norm())
 
 
+class LinearOptimum(Callback):
+    """loss/optimum = L*, the lowest loss the linear net can reach: its outputs are every linear
+    function x ↦ β·x, so L* = min_β ‖Xβ − y‖² / (n α²), solved once by least squares in float64;
+    and loss/excess = L_t − L*, every epoch. The linear one-hidden-layer net with the MSE only
+    (for a nonlinear net L* is not known in closed form)."""
+
+    def __init__(self) -> None:
+        self.optimum: float | None = None
+
+    def on_train_start(self, state: TrainState) -> None:
+        model = state.model
+        linear = isinstance(model, OneHiddenLayer) and model.negative_slope == 1.0
+        if self.optimum is None and linear and state.y is not None and state.y.is_floating_point():
+            X, y = state.X.to(torch.float64), state.y.to(torch.float64)
+            beta = torch.linalg.lstsq(X.cpu(), y.cpu()[:, None]).solution[:, 0].to(X.device)
+            r = X @ beta - y
+            self.optimum = float(r @ r) / state.n / output_scale(model) ** 2
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.optimum is not None:
+            state.metrics["loss/optimum"] = self.optimum
+            state.metrics["loss/excess"] = state.loss - self.optimum
+
+    def state_dict(self) -> dict[str, object]:
+        return {"optimum": self.optimum}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.optimum = state["optimum"]
+
+
 def infinite_width_kernel(model: nn.Module, X: torch.Tensor) -> torch.Tensor | None:
     """The limit of the tracked kernel (n, n), float64, where a closed form exists: the
     one-hidden-layer net with its options (kernels), the (leaky) ReLU or linear MLP

@@ -25,7 +25,7 @@ from ntklab.control import (
     LogWriter,
     load_checkpoint,
 )
-from ntklab.diagnostics import InfiniteWidth, KernelGeometry, RateDiagnostics
+from ntklab.diagnostics import InfiniteWidth, KernelGeometry, LinearOptimum, RateDiagnostics
 from ntklab.logger import RunLogger
 from ntklab.losses import PL_LOSSES
 from ntklab.measurements import (
@@ -82,6 +82,7 @@ def make_callbacks(
         KernelStep(problem.method, ntk.every, problem.output),
         *outputs,
         RateDiagnostics(full_batch_gd and pl, theory_step=theory_step, mse=pl),
+        LinearOptimum(),
         KernelGeometry(),
         PatternChange(),
         InfiniteWidth(budget_bytes=ntk.memory_budget_mb * 2**20),
