@@ -144,11 +144,14 @@ class KernelGeometry(Callback):
 class LinearOptimum(Callback):
     """loss/optimum = L*, the lowest loss the linear net can reach: its outputs are every linear
     function x ↦ β·x, so L* = min_β ‖Xβ − y‖² / (n α²), solved once by least squares in float64;
-    and loss/excess = L_t − L*, every epoch. The linear one-hidden-layer net with the MSE only
-    (for a nonlinear net L* is not known in closed form)."""
+    loss/optimum_resolved, 0 when L* is below the round-off floor of its own residual (the data
+    can be fitted exactly, L* = 0 in exact arithmetic, and the value logged is round-off); and
+    loss/excess = L_t − L*, every epoch. The linear one-hidden-layer net with the MSE only (for
+    a nonlinear net L* is not known in closed form)."""
 
     def __init__(self) -> None:
         self.optimum: float | None = None
+        self.resolved = True
 
     def on_train_start(self, state: TrainState) -> None:
         model = state.model
@@ -157,18 +160,24 @@ class LinearOptimum(Callback):
             X, y = state.X.to(torch.float64), state.y.to(torch.float64)
             beta = torch.linalg.lstsq(X.cpu(), y.cpu()[:, None]).solution[:, 0].to(X.device)
             r = X @ beta - y
-            self.optimum = float(r @ r) / state.n / output_scale(model) ** 2
+            scale = state.n * output_scale(model) ** 2
+            self.optimum = float(r @ r) / scale
+            # the residual's rounding error, as loss_floor takes it for the net's output
+            delta = torch.finfo(torch.float64).eps * (X.abs() @ beta.abs() + y.abs())
+            self.resolved = self.optimum > float(delta @ delta) / scale
 
     def on_epoch_end(self, state: TrainState) -> None:
         if self.optimum is not None:
             state.metrics["loss/optimum"] = self.optimum
+            state.metrics["loss/optimum_resolved"] = float(self.resolved)
             state.metrics["loss/excess"] = state.loss - self.optimum
 
     def state_dict(self) -> dict[str, object]:
-        return {"optimum": self.optimum}
+        return {"optimum": self.optimum, "resolved": self.resolved}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.optimum = state["optimum"]
+        self.resolved = bool(state.get("resolved", True))
 
 
 def infinite_width_kernel(model: nn.Module, X: torch.Tensor) -> torch.Tensor | None:

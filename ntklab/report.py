@@ -70,13 +70,20 @@ def _fit_section(sweep: Sweep) -> list[str]:
             f"The theory's exponent, drawn beside each fit: {sweep.spec.reference_slope:g}.",
             "",
         ]
+    lines += [f"- {line}" if line[0] != " " else line for line in fit_lines(sweep)]
+    return [*lines, ""]
+
+
+def fit_lines(sweep: Sweep) -> list[str]:
+    """Each fitted exponent of the report spec, each followed by its local slopes."""
     by_tag = {COLUMNS[c][0]: c for c in sweep.spec.fit}
-    for tag, label, fit in fitted:
-        lines.append(f"- {fit_line(tag, sweep.x, label, fit)}")
+    lines = []
+    for tag, label, fit in fits(sweep, sweep.spec.fit):
+        lines.append(fit_line(tag, sweep.x, label, fit))
         local = _slopes_line(sweep, by_tag[tag], label)
         if local:
             lines.append(f"  {local.strip()}")
-    return [*lines, ""]
+    return lines
 
 
 def _means_section(sweep: Sweep) -> list[str]:
@@ -162,8 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ntklab-report: error: {err}", file=sys.stderr)
         return 2
     path = write_report(args.sweep_dir, sweep)
-    for tag, label, fit in fits(sweep, sweep.spec.fit):
-        print(fit_line(tag, sweep.x, label, fit))
+    for line in fit_lines(sweep):
+        print(line)
     bad = [j for j in sweep.jobs if not j.completed]
     for job in bad:
         print(f"{job.name}: {job.status}" + (f": {job.message}" if job.message else ""))

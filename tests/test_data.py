@@ -1,5 +1,6 @@
 """Synthetic data sets and CSV loading."""
 
+import math
 import os
 import re
 
@@ -126,3 +127,37 @@ def test_digits_subset_on_the_sphere():
     Xs, ys = load_digits(100, seed=3)
     assert Xs.shape == (100, 64) and torch.equal(Xs, load_digits(100, seed=3)[0])
     assert not torch.equal(Xs, load_digits(100, seed=4)[0])
+
+
+def test_the_seed_draws_data_and_init_as_docs_reliability_says() -> None:
+    """docs/reliability.md, "Reproducible from the folder": data from a CPU generator seeded
+    1000·seed (inputs, target, then noise), the net's W then its signs from 1000·seed + 1."""
+    from ntklab.config import load
+    from ntklab.problem import make_problem
+
+    from conftest import compose_config
+
+    cfg = load(
+        compose_config(
+            "seed=3",
+            "data.n=10",
+            "data.d=4",
+            "model.width=6",
+            "data.noise=0.1",
+            "dtype=float64",
+            "device=cpu",
+        )
+    )
+    problem = make_problem(cfg)
+    g = torch.Generator().manual_seed(3000)
+    X = torch.randn(10, 4, generator=g, dtype=torch.float64)
+    X = X / X.norm(dim=1, keepdim=True)
+    U = torch.randn(cfg.data.teacher_width, 4, generator=g, dtype=torch.float64) * 2.0
+    a = torch.randint(0, 2, (cfg.data.teacher_width,), generator=g, dtype=torch.float64) * 2 - 1
+    y = torch.relu(X @ U.T) @ a / math.sqrt(cfg.data.teacher_width)
+    y = (y - y.mean()) / y.std()
+    y = y + 0.1 * torch.randn(10, generator=g, dtype=torch.float64)
+    assert torch.equal(problem.X, X) and torch.equal(problem.y, y)
+    g = torch.Generator().manual_seed(3001)
+    W = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    assert torch.equal(problem.model.W.detach(), W)

@@ -12,10 +12,12 @@ from ntklab import ntk
 from ntklab.diagnostics import (
     InfiniteWidth,
     KernelGeometry,
+    LinearOptimum,
     RateDiagnostics,
     alignment,
     kernel_distance,
 )
+from ntklab.data import make_synthetic
 from ntklab.kernels import infinite_width_ntk
 from ntklab.measurements import KernelStep, NTKTracker, PatternChange
 from ntklab.models import OneHiddenLayer
@@ -190,3 +192,34 @@ def test_cli_writes_spectrum_histogram_and_custom_scalars(tmp_path) -> None:
     for tag in ("loss/contraction", "pl/rate_bound", "pl/rate_slide", "ntk/kernel_distance"):
         assert tag in tags
     assert all(math.isfinite(r["ntk/dist_to_inf"]) for r in rows if "ntk/dist_to_inf" in r)
+
+
+@pytest.mark.parametrize(("n", "d", "resolved"), [(20, 4, 1.0), (8, 12, 0.0)])
+def test_linear_optimum_is_the_least_squares_loss_and_says_when_it_is_round_off(
+    n: int, d: int, resolved: float
+) -> None:
+    """L* of the linear net (any width: its outputs are the linear functions) against an
+    explicit normal-equations solve; with d ≥ n the data are fitted exactly and L* is flagged."""
+    X, y = make_synthetic("sphere", n, d, seed=3)
+    model = OneHiddenLayer(d, 3, "linear", seed=4, dtype=torch.float64)
+    state = TrainState.create(model, X, y, epochs=2, lr=0.1, seed=5)
+    rec = Recorder()
+    fit(state, [LinearOptimum(), rec])
+    if d < n:
+        beta = torch.linalg.solve(X.T @ X, X.T @ y)
+        expected = float(((X @ beta - y) ** 2).mean())
+        assert rec.rows[0]["loss/optimum"] == pytest.approx(expected, rel=1e-10)
+        assert expected > 0.01
+    else:
+        assert rec.rows[0]["loss/optimum"] < 1e-25
+    for row in rec.rows:
+        assert row["loss/optimum_resolved"] == resolved
+        assert row["loss/excess"] == row["loss/train"] - row["loss/optimum"]
+        assert row["loss/excess"] >= 0
+
+
+def test_linear_optimum_is_logged_for_the_linear_net_only(make_state) -> None:
+    state = make_state(epochs=1)  # leaky ReLU
+    rec = Recorder()
+    fit(state, [LinearOptimum(), rec])
+    assert "loss/optimum" not in rec.rows[0]
