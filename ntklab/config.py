@@ -77,7 +77,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ntk: NTKConfig = field(default_factory=NTKConfig)
-    epochs: int = 200
+    epochs: int = 200  # training epochs (GD: one full-batch step each; SGD: one pass over the data)
     seed: int = 0  # one seed for data, init and minibatch order (independent streams)
     device: str = "auto"  # auto (CUDA when a GPU is visible) | cpu | cuda
     dtype: str = "float32"  # float32 | float64
@@ -92,7 +92,7 @@ class Config:
 @dataclass
 class LRFindGrid:
     lr_min: float = 1e-3  # geometric grid from lr_min to lr_max
-    lr_max: float = 1e4
+    lr_max: float = 1e4  # the largest step tried
     per_decade: int = 1  # grid points per factor of 10 (1 = the recipe's factor 10)
     epochs: int = 20  # length of each trial run
 
