@@ -4,6 +4,7 @@ during their import is only noted, then answered."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 
@@ -22,12 +23,13 @@ def main() -> None:
 
         sys.stdout.write(page())
         return
-    from ntklab.launch import Interrupted, check_output_folder, console, stopped
+    from ntklab.launch import Interrupted, check_output_folder, console, stopped, warnings_to_log
 
+    warnings_to_log()
     if not any(a in sys.argv for a in ("--hydra-help", "--cfg", "-c")):
         problem = check_output_folder(sys.argv[1:])
         if problem:
-            console(f"error: {problem}")
+            console(f"error: {problem}", logging.ERROR)
             sys.exit(2)
     pending: list[int] = []
     note = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -81,7 +82,7 @@ def held_jobs(sweep_dir: Path) -> list[str]:
 
 
 def _refuse(message: str) -> None:
-    console(f"error: {message}")
+    console(f"error: {message}", logging.ERROR)
     sys.exit(2)
 
 
@@ -151,9 +152,14 @@ class SweepReport(Callback):
                 "runs, or choose another folder"
             )
         sweep_started(sweep_dir)
+        from ntklab.progress import SweepProgress  # a jobs-done bar on a terminal
+
+        self.progress = SweepProgress(sweep_dir, folders).start()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        if getattr(self, "progress", None) is not None:
+            self.progress.stop()
         from ntklab.report import write_sweep_report  # matplotlib only when a report is drawn
 
         path = write_sweep_report(sweep_dir)

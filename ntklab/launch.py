@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shlex
 import signal
@@ -24,9 +25,51 @@ _MADE: dict[Path, list[Path]] = {}  # that folder → it and the parents made fo
 _SWEEP: dict[str, object] = {}  # the running sweep: "dir", and "stop" once a signal ended it
 
 
-def console(message: str) -> None:
-    """One line for the user, on stderr."""
-    print(f"ntklab: {message}", file=sys.stderr, flush=True)
+log = logging.getLogger("ntklab")
+CONSOLE_FORMAT = "ntklab: %(message)s"
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """ntklab's messages on stderr (conf/hydra/job_logging), written above any progress bar on
+    the screen rather than into it."""
+
+    def __init__(self, stream=None) -> None:
+        super().__init__(stream if stream is not None else sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def console(message: str, level: int = logging.INFO) -> None:
+    """One line for the user, on stderr as `ntklab: message`, through the `ntklab` logger (so
+    a running run's ntklab.log holds it too). Before Hydra has set up logging (a command refused
+    at start-up), a handler of the same format is put in place."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = ConsoleHandler()
+        handler.setFormatter(logging.Formatter(CONSOLE_FORMAT))
+        root.addHandler(handler)
+    if log.getEffectiveLevel() > level:
+        log.setLevel(level)
+    log.log(level, message)
+
+
+def _warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:
+    log.warning("warning: %s", message)
+
+
+def warnings_to_log() -> None:
+    """Python warnings become one `ntklab: warning: …` line through logging (so they reach the
+    run's ntklab.log too), without the source line Python would print under them."""
+    import warnings
+
+    warnings.showwarning = _warning_to_log
 
 
 def unique_folder(path: str) -> str:
