@@ -103,9 +103,7 @@ def _refused(err: BaseException, cfg: DictConfig, run_dir: Path, multirun: bool,
     a job whose folder was new says why in its own summary.json, one whose folder holds a run
     leaves it untouched and is listed as refused by the sweep report."""
     message = one_line(err)
-    console(
-        f"error: {message}" if code == EXIT_BAD_INPUT else f"failed: {message}", logging.ERROR
-    )
+    console(f"error: {message}" if code == EXIT_BAD_INPUT else f"failed: {message}", logging.ERROR)
     if not multirun:
         release(run_dir)
         sys.exit(code)

@@ -124,4 +124,5 @@ def test_cli_draws_a_run_bar_and_a_sweep_bar_on_a_terminal(tmp_path):
     assert "epoch 4/4" not in shown  # a sweep's jobs draw no bar of their own
     # And nothing when stderr is a pipe.
     proc = run_cli("epochs=4", "data.n=8", "model.width=8", f"hydra.run.dir={tmp_path / 'piped'}")
-    assert proc.returncode == 0 and "epoch 4/4" not in proc.stderr and "jobs done" not in proc.stderr
+    assert proc.returncode == 0
+    assert "epoch 4/4" not in proc.stderr and "jobs done" not in proc.stderr
