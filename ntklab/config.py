@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ntklab.data import INPUTS, TARGETS
-from ntklab.launch import unique_folder
+from ntklab.launch import folder_label, unique_folder
 from ntklab.models import ACTIVATIONS, PARAMETERIZATIONS
 from ntklab.ntk import Method
 from ntklab.optim import SAMPLERS, SCHEDULES
@@ -109,6 +109,7 @@ def register_configs() -> None:
     conf/lr_find.yaml overrides it with `lr_find`, so each program accepts only its own keys.
     Also the resolver behind the default run and sweep folders (launch.unique_folder)."""
     OmegaConf.register_new_resolver("ntklab_unique", unique_folder, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("ntklab_label", folder_label, replace=True)
     cs = ConfigStore.instance()
     cs.store(group="schema", name="ntklab", node=Config, package="_global_")
     cs.store(group="schema", name="lr_find", node=LRFindConfig, package="_global_")

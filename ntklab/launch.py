@@ -95,6 +95,69 @@ def unique_folder(path: str) -> str:
     return str(folder)
 
 
+MULTIRUN = "multirun.yaml"  # Hydra's record of a sweep, in its folder
+LABEL_MAX = 120  # characters of overrides in a default run folder's name
+
+
+def folder_label(overrides: str) -> str:
+    """The OmegaConf resolver behind the default run folder's suffix: `_` and the run's
+    overrides as a sweep names its job folders (`_model=linear,optim.lr=2`), so that the folder,
+    and TensorBoard's name for the run, say what it is; '' for the default config. A '/' in a
+    value (a CSV's path) becomes '_', and a long list is cut with its length kept legible."""
+    if not overrides:
+        return ""
+    label = overrides.replace("/", "_")
+    if len(label) > LABEL_MAX:
+        label = label[: LABEL_MAX - 1] + "…"
+    return f"_{label}"
+
+
+def _overrides_of(text: str) -> list[tuple[str, object]]:
+    """(key, parsed override) for each line of a Hydra overrides list."""
+    parsed = OverridesParser.create().parse_overrides([line for line in text if line])
+    return [(o.get_key_element().lstrip("+~"), o) for o in parsed]
+
+
+def swept_keys(overrides: list[str]) -> list[str]:
+    """The keys a sweep's overrides (its command line and sweeper params, `key=a,b,c`) give
+    more than one value, in order."""
+    found: dict[str, None] = {}
+    for key, override in _overrides_of(overrides):
+        if override.is_sweep_override() and len(list(override.sweep_string_iterator())) > 1:
+            found[key] = None
+    return list(found)
+
+
+def command_keys(run_dir: Path) -> tuple[list[str], list[str]]:
+    """What the command that started the run in `run_dir` set, from the record Hydra's config
+    left there (.hydra/): (the `key=value` overrides that name the run, the keys that vary): a
+    sweep job's varying keys are its sweep's swept keys (from the sweep's multirun.yaml), a
+    single run's are the keys on its command line. ([], []) for a run started from Python."""
+    from omegaconf import OmegaConf
+
+    record = Path(run_dir) / ".hydra"
+    try:
+        task = list(OmegaConf.load(record / "overrides.yaml"))
+        hydra = OmegaConf.load(record / "hydra.yaml").hydra
+    except (OSError, ValueError, AttributeError):
+        return [], []
+    excluded = set(hydra.job.config.override_dirname.exclude_keys) | {"threads"}
+    named = [str(o) for o in task if str(o).split("=", 1)[0].lstrip("+~") not in excluded]
+    if not str(hydra.get("mode")).endswith("MULTIRUN"):
+        return sorted(named), [key for key, _ in _overrides_of(named)]
+    # The sweep's folder (Hydra wrote multirun.yaml there), also when moved since.
+    found = [
+        p for p in (Path(str(hydra.sweep.dir)), *Path(run_dir).parents) if (p / MULTIRUN).exists()
+    ]
+    try:
+        sweep = OmegaConf.load(found[0] / MULTIRUN).hydra
+    except (IndexError, OSError, ValueError, AttributeError):
+        return sorted(named), []
+    params = [f"{k}={v}" for k, v in (sweep.sweeper.get("params") or {}).items()]
+    swept = [k for k in swept_keys(params + list(sweep.overrides.task)) if k not in excluded]
+    return sorted(o for o in named if o.split("=", 1)[0] in swept), swept
+
+
 # Flags a resumed command must not repeat, and the folder flags it sets itself.
 _RESUME_DROPS = ("resume", "overwrite", "hydra.run.dir", "hydra.sweep.dir")
 
