@@ -141,14 +141,13 @@ def command_keys(run_dir: Path) -> tuple[list[str], list[str]]:
         hydra = OmegaConf.load(record / "hydra.yaml").hydra
     except (OSError, ValueError, AttributeError):
         return [], []
-    excluded = set(hydra.job.config.override_dirname.exclude_keys) | {"threads"}
+    excluded = set(hydra.job.config.override_dirname.exclude_keys)
     named = [str(o) for o in task if str(o).split("=", 1)[0].lstrip("+~") not in excluded]
     if not str(hydra.get("mode")).endswith("MULTIRUN"):
         return sorted(named), [key for key, _ in _overrides_of(named)]
-    # The sweep's folder (Hydra wrote multirun.yaml there), also when moved since.
-    found = [
-        p for p in (Path(str(hydra.sweep.dir)), *Path(run_dir).parents) if (p / MULTIRUN).exists()
-    ]
+    # The sweep's folder, where Hydra wrote multirun.yaml: the nearest one above the job. (Not
+    # the record's hydra.sweep.dir: resolving its ${now} again would make a new folder.)
+    found = [p for p in Path(run_dir).resolve().parents if (p / MULTIRUN).exists()]
     try:
         sweep = OmegaConf.load(found[0] / MULTIRUN).hydra
     except (IndexError, OSError, ValueError, AttributeError):
