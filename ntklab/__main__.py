@@ -23,6 +23,10 @@ def main() -> None:
 
         sys.stdout.write(page())
         return
+    # From here on a signal is only noted, until the heavy modules are in.
+    pending: list[int] = []
+    note = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: pending.append(signum))
     from ntklab.launch import Interrupted, check_output_folder, console, stopped, warnings_to_log
 
     warnings_to_log()
@@ -31,9 +35,6 @@ def main() -> None:
         if problem:
             console(f"error: {problem}", logging.ERROR)
             sys.exit(2)
-    pending: list[int] = []
-    note = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
-    signal.signal(signal.SIGTERM, lambda signum, frame: pending.append(signum))
     from ntklab.cli import hydra_main  # torch and the rest
 
     signal.signal(signal.SIGINT, note)
