@@ -195,10 +195,13 @@ class RunLogger:
         """The HParams dashboard's records, into this run's own tb/ folder (so every run of a
         sweep is a row of one table): the experiment (hyper-parameters named by config key,
         the command's varying keys first, the metrics by display name) and this run's values.
-        The trial is named by the overrides that name the run and its start time."""
+        The trial is named by the overrides that name the run, by the last part of their keys
+        (the table cuts its names short: `width=256`, not `model.width=2…`), and its start."""
         values = hparam_values(hparams)
         named, varied = command_keys(self.folder.path)
-        trial = f"{','.join(named) or 'default'} · {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        short = ",".join(o.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + o.split("=", 1)[1]
+                         for o in named)  # fmt: skip
+        trial = f"{short or 'default'} · {time.strftime('%Y-%m-%d %H:%M:%S')}"
         for summary in (experiment_config(values, varied), hp.hparams_pb(values, trial)):
             self.writer.file_writer.add_summary(summary)
         self.writer.flush()

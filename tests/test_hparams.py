@@ -46,7 +46,7 @@ def test_hparams_and_metrics_sit_in_the_runs_own_folder(tmp_path):
                       ("momentum", "optim.momentum")):  # fmt: skip
         assert logged[name] == pytest.approx(expected[key])
     # The trial is named by the overrides that name the run.
-    assert start.group_name.startswith("data.d=4,data.n=8,epochs=3,model.width=16,optim.lr=0.5 · ")
+    assert start.group_name.startswith("d=4,n=8,epochs=3,width=16,lr=0.5 · ")
     experiment = records[metadata.EXPERIMENT_TAG].experiment
     metrics = {m.name.tag: m.display_name for m in experiment.metric_infos}
     assert metrics["loss/train"] == "loss" and metrics["ntk/lambda_min"] == "λ_min(K)"

@@ -219,8 +219,7 @@ def test_a_sweep_reads_at_a_glance_run_names_and_the_hparams_columns(tmp_path):
         })["sessionGroups"]  # fmt: skip
         trials = sorted(g["name"].split(" · ")[0] for g in groups)
         assert trials == [
-            "data.d=8,data.n=16,epochs=5,model=linear,threads=1",
-            "model.width=16", "model.width=32", "model.width=64",
+            "d=8,n=16,epochs=5,model=linear,threads=1", "width=16", "width=32", "width=64",
         ]  # fmt: skip
         assert sorted(g["hparams"]["model.width"] for g in groups) == [16, 32, 64, 512]
     (sweep_dir,) = (logdir / "multirun").glob("*/*")
