@@ -12,6 +12,8 @@ a run or sweep stopped by a signal, after saving its checkpoint.
 
 from __future__ import annotations
 
+import logging
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -82,7 +84,7 @@ def _report(cfg: Config, summary: dict, run_dir: Path, multirun: bool) -> float 
         console(f"to continue: {resume_command(str(run_dir), multirun=False)}")
         sys.exit(code)
     if status is Status.DIVERGED:
-        console(summary["message"])
+        console(summary["message"], logging.WARNING)
         # In a sweep the other jobs go on; SweepReport exits with this code at the end.
         if cfg.divergence_exit_code and not multirun:
             sys.exit(cfg.divergence_exit_code)
@@ -101,7 +103,7 @@ def _refused(err: BaseException, cfg: DictConfig, run_dir: Path, multirun: bool,
     a job whose folder was new says why in its own summary.json, one whose folder holds a run
     leaves it untouched and is listed as refused by the sweep report."""
     message = one_line(err)
-    console(f"error: {message}" if code == EXIT_BAD_INPUT else f"failed: {message}")
+    console(f"error: {message}" if code == EXIT_BAD_INPUT else f"failed: {message}", logging.ERROR)
     if not multirun:
         release(run_dir)
         sys.exit(code)
@@ -115,6 +117,20 @@ def _refused(err: BaseException, cfg: DictConfig, run_dir: Path, multirun: bool,
         note_job(run_dir, status, message)
 
 
+def _sweep_without_multirun(hc: DictConfig) -> ConfigError | None:
+    """A preset that is a sweep (hydra.sweeper.params) asked for without -m: Hydra would run one
+    job with none of the swept values, silently."""
+    params = hc.sweeper.get("params") or {}
+    if not params:
+        return None
+    swept = ", ".join(f"{key}={value}" for key, value in params.items())
+    preset = hc.runtime.choices.get("experiment")
+    what = f"experiment={preset}" if preset else "hydra.sweeper.params"
+    words = [a.replace("hydra.run.dir=", "hydra.sweep.dir=", 1) for a in sys.argv[1:]]
+    command = " ".join(shlex.quote(a) for a in ["ntklab", "-m", *words])
+    return ConfigError(f"{what}: is a sweep ({swept}); add -m to run its jobs: {command}")
+
+
 @hydra.main(version_base="1.3", config_path="pkg://ntklab.conf", config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
@@ -124,6 +140,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
         note_job(run_dir, Status.INTERRUPTED, "not started: the sweep was interrupted")
         release(run_dir)
         return None
+    if not multirun and (refusal := _sweep_without_multirun(hc)):
+        _refused(refusal, cfg, run_dir, multirun, EXIT_BAD_INPUT)
     try:
         config = load(cfg)
         summary = run_experiment(

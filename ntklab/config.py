@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ntklab.data import DIGITS, INPUTS, TARGETS
-from ntklab.launch import unique_folder
+from ntklab.launch import folder_label, unique_folder
 from ntklab.losses import LOSSES
 from ntklab.models import ACTIVATIONS, MLP_ACTIVATIONS, PARAMETERIZATIONS
 from ntklab.ntk import Method
@@ -87,7 +87,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     ntk: NTKConfig = field(default_factory=NTKConfig)
     loss: str = "mse"  # mse | cross_entropy (integer class labels, one output per class)
-    epochs: int = 200
+    epochs: int = 200  # training epochs (GD: one full-batch step each; SGD: one pass over the data)
     seed: int = 0  # one seed for data, init and minibatch order (independent streams)
     device: str = "auto"  # auto (CUDA when a GPU is visible) | cpu | cuda
     dtype: str = "float32"  # float32 | float64
@@ -103,7 +103,7 @@ class Config:
 @dataclass
 class LRFindGrid:
     lr_min: float = 1e-3  # geometric grid from lr_min to lr_max
-    lr_max: float = 1e4
+    lr_max: float = 1e4  # the largest step tried
     per_decade: int = 1  # grid points per factor of 10 (1 = the recipe's factor 10)
     epochs: int = 20  # length of each trial run
 
@@ -120,6 +120,7 @@ def register_configs() -> None:
     conf/lr_find.yaml overrides it with `lr_find`, so each program accepts only its own keys.
     Also the resolver behind the default run and sweep folders (launch.unique_folder)."""
     OmegaConf.register_new_resolver("ntklab_unique", unique_folder, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("ntklab_label", folder_label, replace=True)
     cs = ConfigStore.instance()
     cs.store(group="schema", name="ntklab", node=Config, package="_global_")
     cs.store(group="schema", name="lr_find", node=LRFindConfig, package="_global_")

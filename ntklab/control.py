@@ -71,10 +71,21 @@ class DivergenceGuard(Callback):
             setattr(self, key, value)
 
 
+def log10_spectrum(eigenvalues: torch.Tensor) -> torch.Tensor:
+    """log10 of K's eigenvalues (n,), each raised to the round-off floor n · eps · λ_max first
+    (eps of float64, in which they are computed): on a log scale λ_max no longer squashes the
+    bottom of the spectrum, and eigenvalues at round-off (zero, or slightly negative) sit at the
+    floor instead of having no logarithm."""
+    lam = eigenvalues.detach().to(torch.float64)
+    floor = lam.numel() * torch.finfo(torch.float64).eps * lam.abs().max().clamp_min(1e-300)
+    return lam.clamp_min(floor).log10()
+
+
 class LogWriter(Callback):
     """Hands each epoch's records to the run's logger: the scalars every epoch, the spectrum of
-    a dense K_t as the histogram ntk/spectrum on tracked epochs, the dashboard layout at the
-    start. It runs after every callback that adds metrics (only the Checkpointer comes later)."""
+    a dense K_t as the histogram ntk/log10_spectrum on tracked epochs, the dashboard layout at
+    the start. It runs after every callback that adds metrics (only the Checkpointer comes
+    later)."""
 
     def __init__(self, logger: RunLogger | None = None) -> None:
         self.logger = logger  # set once the run owns its folder (nothing is written before)
@@ -84,7 +95,9 @@ class LogWriter(Callback):
 
     def on_epoch_end(self, state: TrainState) -> None:
         if state.spectrum is not None:
-            self.logger.log_histogram("ntk/spectrum", state.spectrum.eigenvalues, state.epoch)
+            self.logger.log_histogram(
+                "ntk/log10_spectrum", log10_spectrum(state.spectrum.eigenvalues), state.epoch
+            )
         self.logger.log(state.epoch, state.metrics)
 
     def on_train_end(self, state: TrainState) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from ntklab.sweep import override_key
 # and only for Hydra's basic sweeper, whose jobs are every combination of the listed values.
 OVERRIDE_SUBDIR = "${hydra.job.override_dirname}"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+_PROGRESS: list[Any] = []  # the running sweep's jobs-done bar (progress.SweepProgress)
 
 
 def sweep_jobs(arguments: list[str]) -> list[list[str]]:
@@ -81,7 +83,7 @@ def held_jobs(sweep_dir: Path) -> list[str]:
 
 
 def _refuse(message: str) -> None:
-    console(f"error: {message}")
+    console(f"error: {message}", logging.ERROR)
     sys.exit(2)
 
 
@@ -151,9 +153,16 @@ class SweepReport(Callback):
                 "runs, or choose another folder"
             )
         sweep_started(sweep_dir)
+        from ntklab.progress import SweepProgress  # a jobs-done bar on a terminal
+
+        # Kept in this module, not on the callback: launchers pickle the callbacks for their
+        # workers, and a bar's thread and lock cannot be pickled.
+        _PROGRESS[:] = [SweepProgress(sweep_dir, folders).start()]
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        while _PROGRESS:
+            _PROGRESS.pop().stop()
         from ntklab.report import write_sweep_report  # matplotlib only when a report is drawn
 
         path = write_sweep_report(sweep_dir)

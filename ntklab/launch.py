@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shlex
 import signal
@@ -24,9 +25,51 @@ _MADE: dict[Path, list[Path]] = {}  # that folder → it and the parents made fo
 _SWEEP: dict[str, object] = {}  # the running sweep: "dir", and "stop" once a signal ended it
 
 
-def console(message: str) -> None:
-    """One line for the user, on stderr."""
-    print(f"ntklab: {message}", file=sys.stderr, flush=True)
+log = logging.getLogger("ntklab")
+CONSOLE_FORMAT = "ntklab: %(message)s"
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """ntklab's messages on stderr (conf/hydra/job_logging), written above any progress bar on
+    the screen rather than into it."""
+
+    def __init__(self, stream=None) -> None:
+        super().__init__(stream if stream is not None else sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def console(message: str, level: int = logging.INFO) -> None:
+    """One line for the user, on stderr as `ntklab: message`, through the `ntklab` logger (so
+    a running run's ntklab.log holds it too). Before Hydra has set up logging (a command refused
+    at start-up), a handler of the same format is put in place."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = ConsoleHandler()
+        handler.setFormatter(logging.Formatter(CONSOLE_FORMAT))
+        root.addHandler(handler)
+    if log.getEffectiveLevel() > level:
+        log.setLevel(level)
+    log.log(level, message)
+
+
+def _warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:
+    log.warning("warning: %s", message)
+
+
+def warnings_to_log() -> None:
+    """Python warnings become one `ntklab: warning: …` line through logging (so they reach the
+    run's ntklab.log too), without the source line Python would print under them."""
+    import warnings
+
+    warnings.showwarning = _warning_to_log
 
 
 def unique_folder(path: str) -> str:
@@ -50,6 +93,68 @@ def unique_folder(path: str) -> str:
     _CREATED[path] = folder
     _MADE[folder] = [folder, *[p for p in made if p != base]]
     return str(folder)
+
+
+MULTIRUN = "multirun.yaml"  # Hydra's record of a sweep, in its folder
+LABEL_MAX = 120  # characters of overrides in a default run folder's name
+
+
+def folder_label(overrides: str) -> str:
+    """The OmegaConf resolver behind the default run folder's suffix: `_` and the run's
+    overrides as a sweep names its job folders (`_model=linear,optim.lr=2`), so that the folder,
+    and TensorBoard's name for the run, say what it is; '' for the default config. A '/' in a
+    value (a CSV's path) becomes '_', and a long list is cut with its length kept legible."""
+    if not overrides:
+        return ""
+    label = overrides.replace("/", "_")
+    if len(label) > LABEL_MAX:
+        label = label[: LABEL_MAX - 1] + "…"
+    return f"_{label}"
+
+
+def _overrides_of(text: str) -> list[tuple[str, object]]:
+    """(key, parsed override) for each line of a Hydra overrides list."""
+    parsed = OverridesParser.create().parse_overrides([line for line in text if line])
+    return [(o.get_key_element().lstrip("+~"), o) for o in parsed]
+
+
+def swept_keys(overrides: list[str]) -> list[str]:
+    """The keys a sweep's overrides (its command line and sweeper params, `key=a,b,c`) give
+    more than one value, in order."""
+    found: dict[str, None] = {}
+    for key, override in _overrides_of(overrides):
+        if override.is_sweep_override() and len(list(override.sweep_string_iterator())) > 1:
+            found[key] = None
+    return list(found)
+
+
+def command_keys(run_dir: Path) -> tuple[list[str], list[str]]:
+    """What the command that started the run in `run_dir` set, from the record Hydra's config
+    left there (.hydra/): (the `key=value` overrides that name the run, the keys that vary): a
+    sweep job's varying keys are its sweep's swept keys (from the sweep's multirun.yaml), a
+    single run's are the keys on its command line. ([], []) for a run started from Python."""
+    from omegaconf import OmegaConf
+
+    record = Path(run_dir) / ".hydra"
+    try:
+        task = list(OmegaConf.load(record / "overrides.yaml"))
+        hydra = OmegaConf.load(record / "hydra.yaml").hydra
+    except (OSError, ValueError, AttributeError):
+        return [], []
+    excluded = set(hydra.job.config.override_dirname.exclude_keys)
+    named = [str(o) for o in task if str(o).split("=", 1)[0].lstrip("+~") not in excluded]
+    if not str(hydra.get("mode")).endswith("MULTIRUN"):
+        return sorted(named), [key for key, _ in _overrides_of(named)]
+    # The sweep's folder, where Hydra wrote multirun.yaml: the nearest one above the job. (Not
+    # the record's hydra.sweep.dir: resolving its ${now} again would make a new folder.)
+    found = [p for p in Path(run_dir).resolve().parents if (p / MULTIRUN).exists()]
+    try:
+        sweep = OmegaConf.load(found[0] / MULTIRUN).hydra
+    except (IndexError, OSError, ValueError, AttributeError):
+        return sorted(named), []
+    params = [f"{k}={v}" for k, v in (sweep.sweeper.get("params") or {}).items()]
+    swept = [k for k in swept_keys(params + list(sweep.overrides.task)) if k not in excluded]
+    return sorted(o for o in named if o.split("=", 1)[0] in swept), swept
 
 
 # Flags a resumed command must not repeat, and the folder flags it sets itself.

@@ -32,6 +32,9 @@ COLUMNS = {
 }
 # The figures a report may draw (figures.py draws them).
 FIGURES = ("lambda_min", "fits", "loss_curves", "final_loss", "excess_loss")
+# A report's defaults, which suit a width sweep.
+FIT = ("max_neuron_dist", "rel_change")
+SHOWN = ("lambda_min", "fits", "loss_curves", "final_loss")
 # The preferred x axis: a width sweep plots against the width; otherwise the first numeric key.
 PREFERRED_X = "model.width"
 # Where a sweep's job folders keep the command's overrides and config.
@@ -184,11 +187,9 @@ class ReportSpec:
     suit a width sweep). The keys are settings of the report only: they do not change a run."""
 
     x: Optional[str] = None  # the x axis (a numeric swept key; null: model.width, or the first)
-    fit: list[str] = field(default_factory=lambda: ["max_neuron_dist", "rel_change"])
+    fit: list[str] = field(default_factory=lambda: list(FIT))  # sweep.csv columns to fit
     reference_slope: Optional[float] = -0.5  # the theory's exponent, drawn beside each fit
-    figures: list[str] = field(
-        default_factory=lambda: ["lambda_min", "fits", "loss_curves", "final_loss"]
-    )
+    figures: list[str] = field(default_factory=lambda: list(SHOWN))  # what to draw
 
 
 def read_spec(job: Path) -> ReportSpec:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ntklab import ntk
+from ntklab.data import make_synthetic
 from ntklab.diagnostics import (
     InfiniteWidth,
     KernelGeometry,
@@ -17,7 +18,6 @@ from ntklab.diagnostics import (
     alignment,
     kernel_distance,
 )
-from ntklab.data import make_synthetic
 from ntklab.kernels import infinite_width_ntk
 from ntklab.measurements import KernelStep, NTKTracker, PatternChange
 from ntklab.models import OneHiddenLayer
@@ -183,9 +183,13 @@ def test_cli_writes_spectrum_histogram_and_custom_scalars(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"histograms": 0})
     events.Reload()
-    hist = events.Histograms("ntk/spectrum")
+    hist = events.Histograms("ntk/log10_spectrum")
     assert [h.step for h in hist] == [0, 2, 4]
     assert all(h.histogram_value.num == 128 for h in hist)
+    rows = {r["step"]: r for r in map(json.loads, (tmp_path / "metrics.jsonl").open())}
+    for h in hist:  # log10 of the eigenvalues: its top is log10 λ_max
+        top = math.log10(rows[h.step]["ntk/lambda_max"])
+        assert h.histogram_value.max == pytest.approx(top, abs=1e-6)
     assert "custom_scalars__config__" in events.Tags()["tensors"]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     tags = set().union(*rows)
@@ -223,3 +227,12 @@ def test_linear_optimum_is_logged_for_the_linear_net_only(make_state) -> None:
     rec = Recorder()
     fit(state, [LinearOptimum(), rec])
     assert "loss/optimum" not in rec.rows[0]
+
+
+def test_the_log10_spectrum_lifts_round_off_to_its_floor() -> None:
+    from ntklab.control import log10_spectrum
+
+    lam = torch.tensor([-1e-18, 0.0, 1e-3, 10.0], dtype=torch.float64)
+    out = log10_spectrum(lam)
+    floor = math.log10(4 * torch.finfo(torch.float64).eps * 10.0)
+    assert out.tolist() == pytest.approx([floor, floor, -3.0, 1.0])

@@ -1,0 +1,53 @@
+"""The logger's additions to a run's records: log10 tags beside the tags they come from, the
+hyper-parameters by config key, and a dashboard layout that names only tags a run logs."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from ntklab.logger import (
+    HPARAM_METRICS,
+    LAYOUT,
+    LOG10_TAGS,
+    RunLogger,
+    hparam_values,
+    log10_tags,
+)
+from ntklab.rundir import RunFolder
+
+
+def test_log10_tags_follow_their_tags_and_keep_the_record_order(tmp_path):
+    logger = RunLogger(RunFolder(tmp_path))
+    logger.log(0, {"loss/train": 0.01, "pl/ratio": 2.0, "ntk/lambda_min": 0.5})
+    logger.log(1, {"loss/train": 0.0, "pl/ratio": math.nan})
+    logger.close()
+    first, second = map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+    assert list(first) == [
+        "step", "loss/train", "pl/ratio", "ntk/lambda_min", "loss/log10_train", "pl/log10_ratio",
+    ]  # fmt: skip
+    assert first["loss/log10_train"] == pytest.approx(-2.0)
+    assert first["pl/log10_ratio"] == pytest.approx(math.log10(2.0))
+    assert second["loss/log10_train"] is None and second["pl/log10_ratio"] is None  # -inf, NaN
+    assert log10_tags({"loss/train": -1.0})["loss/log10_train"] != 0  # NaN, never a number
+
+
+def test_hparams_are_named_by_config_key():
+    values = hparam_values({"width": 64, "model": "linear", "n": 8, "lr_theory": 0.5, "x": [1]})
+    assert values == {"model.width": 64, "model": "linear", "data.n": 8, "lr_theory": 0.5,
+                      "x": "[1]"}  # fmt: skip
+
+
+def test_the_layout_names_logged_tags_and_one_comparison_per_chart():
+    readme = open("README.md", encoding="utf-8").read()
+    documented = set(re.findall(r"`((?:loss|ntk|pl|weights|activations|optim)/\w+)`", readme))
+    for category in LAYOUT.values():
+        for kind, regexes in category.values():
+            assert kind == "Multiline" and 1 <= len(regexes) <= 3
+            for regex in regexes:
+                assert regex.strip("^$") in documented, regex
+    assert set(LOG10_TAGS.values()) <= documented
+    assert {tag for tag, _, _ in HPARAM_METRICS} <= documented
