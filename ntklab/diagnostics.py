@@ -61,6 +61,14 @@ def loss_floor(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
         return float(delta.pow(2).mean()) / output_scale(model) ** 2
 
 
+def excess_error(loss: float, floor: float, X: torch.Tensor) -> float:
+    """A bound on the rounding error of L_t − L*: L_t's from its residuals' errors (δL ≤
+    2√(L F) + F with F the floor, `loss_floor`) plus its sum's, n · eps · L at X's precision
+    (L* is a float64 least-squares value, far more accurate)."""
+    n, eps = X.shape[0], torch.finfo(X.dtype).eps
+    return 2 * math.sqrt(loss * floor) + floor + n * eps * loss
+
+
 # The contraction is resolved when its round-off error is below this fraction of it.
 CONTRACTION_TOLERANCE = 1e-2
 
@@ -146,8 +154,10 @@ class LinearOptimum(Callback):
     function x ↦ β·x, so L* = min_β ‖Xβ − y‖² / (n α²), solved once by least squares in float64;
     loss/optimum_resolved, 0 when L* is below the round-off floor of its own residual (the data
     can be fitted exactly, L* = 0 in exact arithmetic, and the value logged is round-off); and
-    loss/excess = L_t − L*, every epoch. The linear one-hidden-layer net with the MSE only (for
-    a nonlinear net L* is not known in closed form)."""
+    loss/excess = L_t − L*, every epoch, with loss/excess_resolved = 0 once it is below its own
+    rounding error (`excess_error`): L_t ≥ L* holds exactly, so an excess within round-off is
+    logged as max(L_t − L*, 0), never negative. The linear one-hidden-layer net with the MSE
+    only (for a nonlinear net L* is not known in closed form)."""
 
     def __init__(self) -> None:
         self.optimum: float | None = None
@@ -170,7 +180,11 @@ class LinearOptimum(Callback):
         if self.optimum is not None:
             state.metrics["loss/optimum"] = self.optimum
             state.metrics["loss/optimum_resolved"] = float(self.resolved)
-            state.metrics["loss/excess"] = state.loss - self.optimum
+            excess = state.loss - self.optimum
+            error = excess_error(state.loss, loss_floor(state.model, state.X, state.y), state.X)
+            resolved = excess > error
+            state.metrics["loss/excess"] = excess if resolved else max(excess, 0.0)
+            state.metrics["loss/excess_resolved"] = float(resolved)
 
     def state_dict(self) -> dict[str, object]:
         return {"optimum": self.optimum, "resolved": self.resolved}
@@ -196,7 +210,8 @@ class InfiniteWidth(Callback):
     formed, ntk/dist_to_inf = ‖K_t − K∞‖_F / ‖K∞‖_F. K∞ (`infinite_width_kernel`, with the net's
     options) is computed once, for the nets where it has a closed form and where it and its
     eigvalsh fit `budget_bytes`. Its λ_min is resolved (ntk/lambda_min_inf_resolved = 1) when it
-    exceeds n · eps · λ_max(K∞); below that it is round-off and not logged."""
+    exceeds n · eps · λ_max(K∞); below that it is zero to working precision and logged as
+    max(λ_min, 0), the rule ntk/lambda_min follows."""
 
     def __init__(self, budget_bytes: float = float("inf")) -> None:
         self.budget = budget_bytes
@@ -214,8 +229,8 @@ class InfiniteWidth(Callback):
             return
         resolved = self.spectrum.resolved
         state.metrics["ntk/lambda_min_inf_resolved"] = float(resolved)
-        if resolved:
-            state.metrics["ntk/lambda_min_inf"] = self.spectrum.lambda_min
+        lam = self.spectrum.lambda_min
+        state.metrics["ntk/lambda_min_inf"] = lam if resolved else max(lam, 0.0)
         if state.K is not None:
             diff = state.K.to(torch.float64) - self.K_inf
             state.metrics["ntk/dist_to_inf"] = float(diff.norm() / self.K_inf.norm())

@@ -233,13 +233,16 @@ class NTKTracker(Callback):
         if not self.due(state):
             return
         metrics = self._matrix_free(state) if self.method.matrix_free else self._dense(state)
-        # μ and κ are meaningful only when λ_min rises above round-off: below it they are not
-        # logged (ntk/lambda_min_resolved = 0 says so), never as a negative "constant".
+        # Below its round-off floor λ_min is zero to working precision: K is positive
+        # semi-definite, so it is logged as max(λ_min, 0), never as a negative eigenvalue, and
+        # ntk/lambda_min_resolved = 0 says so. μ and κ are then not logged at all.
         if metrics["ntk/lambda_min_resolved"]:
             if self.pl:
                 alpha = output_scale(state.model)
                 metrics["pl/mu"] = pl_mu(metrics["ntk/lambda_min"], state.n, alpha)
             metrics["ntk/condition_number"] = metrics["ntk/lambda_max"] / metrics["ntk/lambda_min"]
+        else:
+            metrics["ntk/lambda_min"] = max(metrics["ntk/lambda_min"], 0.0)
         state.metrics.update(metrics)
         self.last = metrics
 
