@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from ntklab.optim import reshuffled
-from ntklab.train import fit, loss_and_grads, mse
+from ntklab.optim import reshuffled, with_replacement
+from ntklab.train import Callback, fit, loss_and_grads, mse
 
 F64 = torch.float64
 
@@ -68,3 +68,40 @@ def test_sgd_minibatch_step_uses_the_batch_gradient(make_state):
         W = W - 0.05 * g
     fit(state)
     assert torch.allclose(state.model.W.detach(), W, rtol=0, atol=1e-13)
+
+
+def _counts(state, resume: bool = False) -> list[tuple[int, int]]:
+    """(optim/steps, optim/grad_evals) of every record of a run of `state`."""
+    seen = []
+
+    class Record(Callback):
+        def on_epoch_end(self, s) -> None:
+            seen.append((s.metrics["optim/steps"], s.metrics["optim/grad_evals"]))
+
+    fit(state, [Record()], resume=resume)
+    return seen
+
+
+def test_gd_counts_n_gradients_per_step(make_state):
+    assert _counts(make_state(epochs=3)) == [(0, 0), (1, 12), (2, 24), (3, 36)]
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_counts_each_minibatch_it_draws(make_state, momentum):
+    # n = 12, b = 5: reshuffled passes have batches 5, 5, 2; with replacement ⌈12/5⌉ = 3 draws
+    # of 5 each; momentum changes the update, never what was evaluated
+    shuffled = make_state(epochs=2, momentum=momentum, batches=lambda n, g: reshuffled(n, 5, g))
+    assert _counts(shuffled) == [(0, 0), (3, 12), (6, 24)]
+    drawn = make_state(epochs=2, momentum=momentum,
+                       batches=lambda n, g: with_replacement(n, 5, g))  # fmt: skip
+    assert _counts(drawn) == [(0, 0), (3, 15), (6, 30)]
+
+
+def test_the_counts_are_part_of_the_state_a_run_resumes_from(make_state):
+    state = make_state(epochs=2, batches=lambda n, g: reshuffled(n, 5, g))
+    fit(state)
+    saved = state.state_dict()
+    assert (saved["steps"], saved["grad_evals"]) == (6, 24)
+    again = make_state(epochs=3, batches=lambda n, g: reshuffled(n, 5, g))
+    again.load_state_dict(saved)
+    assert _counts(again, resume=True) == [(9, 36)]  # epoch 3 only, counted on from epoch 2
