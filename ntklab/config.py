@@ -65,6 +65,7 @@ class OptimConfig:
     batch_size: Optional[int] = None  # sgd only; gd uses all n
     momentum: float = 0.0  # heavy ball μ in [0, 1)
     sampling: str = "reshuffle"  # sgd: reshuffle | replacement
+    pass_fraction: float = 1.0  # sgd, replacement: an epoch draws ⌈pass_fraction · n/b⌉ batches
     schedule: str = "constant"  # constant | plateau | inverse_time
     patience: int = 10  # plateau: epochs without improvement before the step is divided
     factor: float = 0.1  # plateau: what the step is multiplied by
@@ -267,6 +268,13 @@ def _validate_optim(opt: OptimConfig) -> None:
     if opt.name == "sgd" and opt.batch_size is not None and opt.batch_size <= 0:
         _fail("optim.batch_size", opt.batch_size, "must be a positive integer")
     _choice("optim.sampling", opt.sampling, SAMPLERS)
+    if not (math.isfinite(opt.pass_fraction) and opt.pass_fraction > 0):
+        _fail("optim.pass_fraction", opt.pass_fraction, "must be a positive number (1: an "
+              "epoch draws a pass's worth of minibatches)")  # fmt: skip
+    if opt.name == "sgd" and opt.pass_fraction != 1.0 and opt.sampling != "replacement":
+        _fail("optim.pass_fraction", opt.pass_fraction, f"optim.sampling={opt.sampling!r} "
+              "makes each epoch one pass over a permutation; use optim.sampling=replacement "
+              "for epochs of another size")  # fmt: skip
     _choice("optim.schedule", opt.schedule, SCHEDULES)
     if opt.patience < 1:
         _fail("optim.patience", opt.patience, "must be a positive integer number of epochs")

@@ -47,9 +47,21 @@ def reshuffled(n: int, batch_size: int, generator: torch.Generator) -> list[torc
     return list(torch.randperm(n, generator=generator).split(batch_size))
 
 
-def with_replacement(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """The lecture notes' SGD: each minibatch drawn uniformly with replacement; ⌈n/b⌉ per epoch."""
-    steps = -(-n // batch_size)
+def draws(n: int, batch_size: int, pass_fraction: float = 1.0) -> int:
+    """Minibatches per epoch with replacement: ⌈pass_fraction · n/b⌉, at least one (⌈n/b⌉, a
+    pass's worth of samples, at pass_fraction = 1)."""
+    if pass_fraction == 1.0:
+        return -(-n // batch_size)
+    return max(1, math.ceil(pass_fraction * n / batch_size))
+
+
+def with_replacement(
+    n: int, batch_size: int, generator: torch.Generator, steps: int | None = None
+) -> list[torch.Tensor]:
+    """The lecture notes' SGD: each minibatch drawn uniformly with replacement; `steps` of them
+    per epoch (⌈n/b⌉ when None). The draws of a step never depend on how many follow it, so
+    an epoch of k steps is the first k steps of a longer one."""
+    steps = draws(n, batch_size) if steps is None else int(steps)
     return [torch.randint(0, n, (batch_size,), generator=generator) for _ in range(steps)]
 
 

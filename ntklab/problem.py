@@ -17,7 +17,7 @@ from ntklab.losses import LOSSES
 from ntklab.measurements import InitialKernel, initial_kernel
 from ntklab.models import output_scale
 from ntklab.ntk import Method, available_bytes, dense_bytes, resolve_method
-from ntklab.optim import SAMPLERS, full_batch, make_schedule
+from ntklab.optim import SAMPLERS, draws, full_batch, make_schedule
 from ntklab.theory import cross_entropy_lr, theory_lr
 from ntklab.train import Batches, TrainState
 
@@ -133,15 +133,30 @@ def make_problem(cfg: Config) -> Problem:
 
 
 def minibatches(cfg: Config, batch_size: int) -> Batches:
-    """GD's one full batch, or SGD's sampler at `batch_size`."""
-    if cfg.optim.name == "gd":
+    """GD's one full batch, or SGD's sampler at `batch_size` (with replacement, an epoch of
+    optim.pass_fraction of a pass)."""
+    opt = cfg.optim
+    if opt.name == "gd":
         return full_batch
-    sampler = SAMPLERS[cfg.optim.sampling]
+    sampler = SAMPLERS[opt.sampling]
+    extra = {} if opt.pass_fraction == 1.0 else {"pass_fraction": opt.pass_fraction}
 
     def batches(n: int, g: torch.Generator) -> list[torch.Tensor]:
+        if extra:
+            return sampler(n, batch_size, g, steps=draws(n, batch_size, **extra))
         return sampler(n, batch_size, g)
 
     return batches
+
+
+def steps_per_epoch(cfg: Config, n: int, batch_size: int) -> int:
+    """The optimiser's steps in one epoch: 1 for GD, the minibatches of an SGD epoch."""
+    opt = cfg.optim
+    if opt.name == "gd":
+        return 1
+    if opt.sampling == "replacement":
+        return draws(n, batch_size, opt.pass_fraction)
+    return -(-n // batch_size)
 
 
 def make_state(problem: Problem, cfg: Config, model: nn.Module | None = None) -> TrainState:

@@ -5,8 +5,12 @@ import copy
 import pytest
 import torch
 
-from ntklab.optim import reshuffled, with_replacement
+from ntklab.config import load
+from ntklab.optim import draws, full_batch, reshuffled, with_replacement
+from ntklab.problem import minibatches, steps_per_epoch
 from ntklab.train import Callback, fit, loss_and_grads, mse
+
+from conftest import compose_config
 
 F64 = torch.float64
 
@@ -105,3 +109,17 @@ def test_the_counts_are_part_of_the_state_a_run_resumes_from(make_state):
     again = make_state(epochs=3, batches=lambda n, g: reshuffled(n, 5, g))
     again.load_state_dict(saved)
     assert _counts(again, resume=True) == [(9, 36)]  # epoch 3 only, counted on from epoch 2
+
+
+def test_an_epoch_with_replacement_may_be_a_fraction_of_a_pass():
+    cfg = load(compose_config("optim=sgd", "optim.sampling=replacement",
+                              "optim.pass_fraction=0.25", "optim.batch_size=3"))  # fmt: skip
+    short = minibatches(cfg, 3)(40, torch.Generator().manual_seed(5))
+    assert [len(b) for b in short] == [3] * 4  # ⌈0.25 · 40/3⌉ = 4 draws of 3
+    assert steps_per_epoch(cfg, 40, 3) == 4
+    whole = with_replacement(40, 3, torch.Generator().manual_seed(5))
+    assert len(whole) == 14
+    assert all(torch.equal(a, b) for a, b in zip(short, whole[:4], strict=True))
+    assert draws(40, 3) == 14 and draws(40, 3, 2.0) == 27 and draws(40, 3, 1e-9) == 1
+    gd = load(compose_config("optim.pass_fraction=0.25"))  # SGD's key: GD takes one step
+    assert minibatches(gd, 40) is full_batch and steps_per_epoch(gd, 40, 40) == 1

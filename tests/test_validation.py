@@ -81,6 +81,8 @@ CASES = [
     ("lr_negative", ["optim.lr=-0.5"], "optim.lr=-0.5: must be a positive finite number", 2),
     ("unknown_optim", ["optim=adam"], "Could not find 'optim/adam'", 1),
     ("sampling_unknown", ["optim=sgd", "optim.sampling=strata"], "optim.sampling='strata'", 2),
+    ("fraction_zero", ["optim=sgd", "optim.pass_fraction=0"], "optim.pass_fraction=0.0: m", 2),
+    ("fraction_reshuffle", ["optim=sgd", "optim.pass_fraction=0.5"], "use optim.sampling=rep", 2),
     ("schedule_unknown", ["optim.schedule=cosine"], "optim.schedule='cosine': unknown", 2),
     ("patience_zero", ["optim.patience=0"], "optim.patience=0: must be a positive", 2),
     ("factor_above_one", ["optim.factor=10"], "optim.factor=10.0: must lie in (0, 1)", 2),
