@@ -32,7 +32,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING  # linear | leaky_relu | mlp | custom
+    name: str = MISSING  # linear | leaky_relu | mlp | plain_linear | custom
     width: int = 512  # m, hidden neurons (of every hidden layer of an mlp)
     negative_slope: float = 0.1  # ε of the leaky ReLU, in [0, 1) (the linear net has ε = 1)
     train_output: bool = False  # also train the output layer (the kernel gains its part)
@@ -70,6 +70,7 @@ class OptimConfig:
     patience: int = 10  # plateau: epochs without improvement before the step is divided
     factor: float = 0.1  # plateau: what the step is multiplied by
     decay_epochs: float = 10.0  # inverse_time: epoch t uses lr / (1 + (t − 1)/decay_epochs)
+    weight_decay: float = 0.0  # λ ≥ 0: the loss gains (λ/2)‖θ‖² over the trained parameters
 
 
 @dataclass
@@ -87,7 +88,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ntk: NTKConfig = field(default_factory=NTKConfig)
-    loss: str = "mse"  # mse | cross_entropy (integer class labels, one output per class)
+    # mse | cross_entropy (integer class labels, one output per class) | logistic (labels ±1)
+    loss: str = "mse"
     epochs: int = 200  # training epochs (GD: one full-batch step each; SGD: one pass over the data)
     seed: int = 0  # one seed for data, init and minibatch order (independent streams)
     device: str = "auto"  # auto (CUDA when a GPU is visible) | cpu | cuda
@@ -192,7 +194,7 @@ def validate(cfg: Config) -> None:
     _validate_run_control(cfg)
 
 
-MODELS = (*ACTIVATIONS, "mlp", "custom")
+MODELS = (*ACTIVATIONS, "mlp", "plain_linear", "custom")
 # The one-hidden-layer nets' own options, at the values that leave an mlp or custom model as is.
 ONE_HIDDEN_LAYER_OPTIONS = {
     "train_output": False,
@@ -213,7 +215,8 @@ def _validate_model(m: ModelConfig) -> None:
         # α² scales the kernel and the theory step: beyond this range float32 under/overflows
         _fail("model.alpha", m.alpha, "must lie in [1e-06, 1e+06] (1 = no output scale)")
     _choice("model.parameterization", m.parameterization, PARAMETERIZATIONS)
-    for key, value in ONE_HIDDEN_LAYER_OPTIONS.items() if m.name in ("mlp", "custom") else ():
+    others = ("mlp", "plain_linear", "custom")
+    for key, value in ONE_HIDDEN_LAYER_OPTIONS.items() if m.name in others else ():
         if getattr(m, key) != value:
             why = f"is an option of model=leaky_relu and model=linear, not of model={m.name}"
             _fail(f"model.{key}", getattr(m, key), why + "; leave it unset")
@@ -282,6 +285,9 @@ def _validate_optim(opt: OptimConfig) -> None:
         _fail("optim.factor", opt.factor, "must lie in (0, 1) (0.1 divides the step by 10)")
     if not (math.isfinite(opt.decay_epochs) and opt.decay_epochs > 0):
         _fail("optim.decay_epochs", opt.decay_epochs, "must be a positive number of epochs")
+    if not (math.isfinite(opt.weight_decay) and opt.weight_decay >= 0):
+        _fail("optim.weight_decay", opt.weight_decay, "must be a finite number ≥ 0 (λ of the "
+              "L2 term (λ/2)‖θ‖²; 0 turns it off)")  # fmt: skip
 
 
 def _validate_ntk(ntk: NTKConfig) -> None:

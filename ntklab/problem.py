@@ -13,12 +13,12 @@ from torch import nn
 from ntklab.builders import build_model, kernel_output, load_data, targets
 from ntklab.config import Config, ConfigError, check_against_data
 from ntklab.data import DataError, fingerprint
-from ntklab.losses import LOSSES
+from ntklab.losses import LOSSES, with_weight_decay
 from ntklab.measurements import InitialKernel, initial_kernel
 from ntklab.models import output_scale
 from ntklab.ntk import Method, available_bytes, dense_bytes, resolve_method
 from ntklab.optim import SAMPLERS, draws, full_batch, make_schedule
-from ntklab.theory import cross_entropy_lr, theory_lr
+from ntklab.theory import cross_entropy_lr, logistic_smoothness, smoothness, theory_lr
 from ntklab.train import Batches, TrainState
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -125,11 +125,23 @@ def make_problem(cfg: Config) -> Problem:
     method = resolve_method(ntk.method, model, X, ntk.memory_budget_mb * 2**20)
     output = kernel_output(cfg, method, model, X)
     initial = _kernel(cfg, model, X, method, output)
-    if output == "full":
-        lr_theory = cross_entropy_lr(initial.full.lambda_max, X.shape[0])
-    else:
-        lr_theory = theory_lr(initial.lambda_max, X.shape[0], output_scale(model))
+    lr_theory = _theory_step(cfg, X, initial, output_scale(model), output)
     return Problem(device, X, y, data, model, method, initial, lr_theory, batch_size, output)
+
+
+def _theory_step(
+    cfg: Config, X: torch.Tensor, initial: InitialKernel, alpha: float, output: str | None
+) -> float:
+    """1/β: the MSE's from λ_max(K_0) (plus λ of the L2 term), the full kernel's for
+    cross-entropy, (1/(4n)) Σ‖x_i‖² + λ for the logistic loss (theory.logistic_smoothness)."""
+    lam, n = cfg.optim.weight_decay, X.shape[0]
+    if cfg.loss == "logistic":
+        return 1.0 / logistic_smoothness(X, lam)
+    if output == "full":
+        return cross_entropy_lr(initial.full.lambda_max, n)
+    if lam == 0:
+        return theory_lr(initial.lambda_max, n, alpha)
+    return 1.0 / (smoothness(initial.lambda_max, n, alpha) + lam)
 
 
 def minibatches(cfg: Config, batch_size: int) -> Batches:
@@ -175,8 +187,15 @@ def make_state(problem: Problem, cfg: Config, model: nn.Module | None = None) ->
         schedule=make_schedule(opt.schedule, lr, options),
         batches=minibatches(cfg, problem.batch_size),
         seed=cfg.seed * 1000 + BATCH_STREAM,
-        loss_fn=LOSSES[cfg.loss],
+        loss_fn=training_loss(cfg),
     )
+
+
+def training_loss(cfg: Config):
+    """The loss `cfg.loss` names, with the L2 term (λ/2)‖θ‖² where optim.weight_decay = λ > 0."""
+    loss_fn = LOSSES[cfg.loss]
+    lam = cfg.optim.weight_decay
+    return with_weight_decay(loss_fn, lam) if lam > 0 else loss_fn
 
 
 def hparams(cfg: Config, problem: Problem, lr: float) -> dict[str, Any]:
@@ -197,6 +216,7 @@ def hparams(cfg: Config, problem: Problem, lr: float) -> dict[str, Any]:
         "lr_theory": problem.lr_theory,
         "batch_size": problem.batch_size,
         "momentum": opt.momentum,
+        "weight_decay": opt.weight_decay,
         "schedule": opt.schedule,
         "train_output": m.train_output,
         "alpha": m.alpha,

@@ -30,6 +30,16 @@ def stability_lr(lambda_max: float, n: int, alpha: float = 1.0) -> float:
     return 2.0 * theory_lr(lambda_max, n, alpha)
 
 
+def logistic_smoothness(X, weight_decay: float = 0.0) -> float:
+    """β = (1/(4n)) Σ_i ‖x_i‖² + λ for X (n, d): the smoothness of the regularised logistic loss
+    (1/n) Σ log(1 + e^{−y_i⟨w, x_i⟩}) + (λ/2)‖w‖² that the lecture notes use. Its Hessian is
+    (1/n) Xᵀ diag(s_i) X + λ I with s_i = σ(z_i)(1 − σ(z_i)) ≤ 1/4, so λ_max ≤ λ_max(XᵀX)/(4n)
+    + λ ≤ tr(XᵀX)/(4n) + λ; the trace form is also the mean of the per-example constants
+    ‖x_i‖²/4 + λ, the one that governs SGD on one example at a time."""
+    n = X.shape[0]
+    return float(X.double().pow(2).sum()) / (4.0 * n) + float(weight_decay)
+
+
 def pl_mu(lambda_min: float, n: int, alpha: float = 1.0) -> float:
     """μ = 4 λ_min(K) / (n α²): ‖∇L‖² ≥ μ L holds exactly at every iterate."""
     return 4.0 * lambda_min / (n * alpha**2)
