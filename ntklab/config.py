@@ -61,7 +61,9 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     name: str = MISSING  # gd | sgd
-    lr: Any = "auto"  # a positive number, or "auto" = the theory step n / (2 λ_max(K_0))
+    # a positive number, "auto" = the theory step n / (2 λ_max(K_0)), or SGD's steps for the
+    # nonconvex bound from W_0 (mse): nonconvex = √(R/(β L² T)), nonconvex_slide = R/(β L² T)
+    lr: Any = "auto"
     batch_size: Optional[int] = None  # sgd only; gd uses all n
     momentum: float = 0.0  # heavy ball μ in [0, 1)
     sampling: str = "reshuffle"  # sgd: reshuffle | replacement
@@ -147,16 +149,20 @@ def _choice(key: str, value: object, allowed) -> None:
         _fail(key, value, f"unknown; choose one of {', '.join(sorted(allowed))}")
 
 
+STEP_RULES = ("auto", "nonconvex", "nonconvex_slide")  # steps a run computes for itself
+
+
 def parse_lr(value: object) -> float | str:
-    """optim.lr is a positive finite number or the string 'auto'."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
+    """optim.lr is a positive finite number or one of STEP_RULES."""
+    if isinstance(value, str) and value.strip().lower() in STEP_RULES:
+        return value.strip().lower()
     if isinstance(value, bool):  # float(True) would silently give lr = 1
         _fail("optim.lr", value, "must be a positive number or 'auto' (the theory step)")
     try:
         lr = float(value)
     except (TypeError, ValueError):
-        _fail("optim.lr", value, "must be a positive number or 'auto' (the theory step)")
+        _fail("optim.lr", value, "must be a positive number or 'auto' (the theory step), or "
+              "nonconvex / nonconvex_slide (SGD's steps of the nonconvex bound)")  # fmt: skip
     if not math.isfinite(lr) or lr <= 0:
         _fail("optim.lr", value, "must be a positive finite number or 'auto'")
     return lr
@@ -311,9 +317,27 @@ def _validate_pairs(cfg: Config) -> None:
     if cfg.loss == "cross_entropy" and cfg.model.name in ACTIVATIONS:
         _fail("loss", cfg.loss, f"needs one output per class, and model={cfg.model.name} has "
               "one; use model=mlp or a model=custom with k outputs")  # fmt: skip
+    if parse_lr(cfg.optim.lr) in ("nonconvex", "nonconvex_slide"):
+        _validate_nonconvex(cfg)
     if cfg.loss == "cross_entropy" and cfg.ntk.method == Method.NTVP.value:
         _fail("ntk.method", cfg.ntk.method, "loss=cross_entropy tracks the full k-output kernel, "
               "which ntvp never forms; use ntk.method=auto, structured or jacobian")  # fmt: skip
+
+
+def _validate_nonconvex(cfg: Config) -> None:
+    """SGD's nonconvex steps need the MSE's per-example gradients 4 r_i² K_ii from a dense K_0."""
+    lr = parse_lr(cfg.optim.lr)
+    if cfg.optim.name != "sgd":
+        _fail("optim.lr", lr, "is a step rule of SGD; use optim=sgd (GD: optim.lr=auto)")
+    if cfg.loss != "mse" or cfg.optim.weight_decay != 0:
+        _fail("optim.lr", lr, "is computed from the MSE's per-example gradients; use loss=mse "
+              "without optim.weight_decay, or a number")  # fmt: skip
+    if cfg.optim.schedule != "constant":
+        _fail("optim.schedule", cfg.optim.schedule, f"optim.lr={lr} is a constant step; use "
+              "optim.schedule=constant")  # fmt: skip
+    if cfg.ntk.method == Method.NTVP.value:
+        _fail("ntk.method", cfg.ntk.method, f"optim.lr={lr} needs K_0's diagonal, which the "
+              "matrix-free route never forms; use ntk.method=structured or jacobian")  # fmt: skip
 
 
 def _validate_run_control(cfg: Config) -> None:

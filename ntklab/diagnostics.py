@@ -18,7 +18,14 @@ from ntklab.kernels import model_ntk_inf
 from ntklab.mlp_kernels import mlp_ntk_inf
 from ntklab.models import MLP, OneHiddenLayer, PlainLinear, output_magnitude, output_scale
 from ntklab.spectrum import Spectrum, dense_spectrum
-from ntklab.theory import rate_bound, rate_slide
+from ntklab.theory import (
+    mean_example_grad_sq,
+    rate_bound,
+    rate_slide,
+    sgd_descent_bound,
+    sgd_grad_bound,
+    smoothness,
+)
 from ntklab.train import Callback, TrainState
 
 
@@ -178,6 +185,64 @@ class LinearOptimum(Callback):
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.optimum = state["optimum"]
         self.resolved = bool(state.get("resolved", True))
+
+
+class SGDBound(Callback):
+    """The lecture notes' nonconvex SGD bound beside the measurement (docs/theory.md), for the
+    MSE: pl/sgd_grad_bound = 2 √(R β L² / T) after T = optim/steps steps, with R = L(W_0) − L*
+    taken with L* = 0 (the MSE is ≥ 0: R is overestimated, the bound made looser, never
+    tighter), β = pl/sgd_beta, the largest 2 λ_max(K_t)/(n α²) seen on tracked epochs (the
+    Gauss–Newton part of the Hessian: an estimate of the smoothness, not a bound on it),
+    L² = pl/sgd_grad_sq, the largest (1/n) Σ_i ‖∇ℓ_i‖² = (1/n) Σ 4 r_i² K_ii / α⁴ seen on epochs
+    where K_t is formed (a one-example gradient's second moment; it bounds a minibatch's);
+    pl/sgd_descent_bound = (R + (β L²/2) Σ γ_k²) / Σ γ_k, what the descent lemma gives for the
+    steps actually taken; and pl/sgd_min_grad_sq = min ‖∇L(W_k)‖² over the recorded iterates
+    (the end of each epoch: every iterate when an epoch is one step)."""
+
+    def __init__(self) -> None:
+        self.R: float | None = None
+        self.beta = self.grad_sq = 0.0
+        self.min_grad_sq = math.inf
+        self.sum_lr = self.sum_lr_sq = 0.0
+        self.steps = 0
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.R is None:
+            self.R = state.loss
+        taken = state.steps - self.steps
+        self.sum_lr += taken * state.lr
+        self.sum_lr_sq += taken * state.lr**2
+        self.steps = state.steps
+        alpha = output_scale(state.model)
+        if "ntk/lambda_max" in state.metrics:
+            beta = smoothness(state.metrics["ntk/lambda_max"], state.n, alpha)
+            self.beta = max(self.beta, beta)
+        if state.K is not None:
+            with torch.no_grad():
+                f = state.model(state.X)
+                r = (f[:, 0] if f.ndim == 2 else f) - state.y
+            grad_sq = mean_example_grad_sq(r, torch.diagonal(state.K), alpha)
+            self.grad_sq = max(self.grad_sq, grad_sq)
+        if state.grads is not None:
+            norm_sq = sum(float(g.double().pow(2).sum()) for g in state.grads)
+            self.min_grad_sq = min(self.min_grad_sq, norm_sq)
+        m = state.metrics
+        m["pl/sgd_min_grad_sq"] = self.min_grad_sq
+        if self.beta > 0 and self.grad_sq > 0:
+            m["pl/sgd_beta"], m["pl/sgd_grad_sq"] = self.beta, self.grad_sq
+            if self.steps > 0:
+                m["pl/sgd_grad_bound"] = sgd_grad_bound(self.R, self.beta, self.grad_sq, self.steps)
+                m["pl/sgd_descent_bound"] = sgd_descent_bound(
+                    self.R, self.beta, self.grad_sq, self.sum_lr, self.sum_lr_sq
+                )
+
+    def state_dict(self) -> dict[str, object]:
+        keys = ("R", "beta", "grad_sq", "min_grad_sq", "sum_lr", "sum_lr_sq", "steps")
+        return {k: getattr(self, k) for k in keys}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
 
 
 def logistic_optimum(

@@ -31,6 +31,7 @@ from ntklab.diagnostics import (
     LinearOptimum,
     LogisticOptimum,
     RateDiagnostics,
+    SGDBound,
 )
 from ntklab.logger import RunLogger
 from ntklab.losses import PL_LOSSES
@@ -92,6 +93,7 @@ def make_callbacks(
         RateDiagnostics(full_batch_gd and pl, theory_step=theory_step, mse=pl),
         *([LinearOptimum()] if opt.weight_decay == 0 else []),  # L* of the plain MSE
         *([LogisticOptimum(opt.weight_decay)] if logistic else []),
+        *([SGDBound()] if pl and opt.name == "sgd" else []),
         KernelGeometry(),
         PatternChange(),
         InfiniteWidth(budget_bytes=ntk.memory_budget_mb * 2**20),

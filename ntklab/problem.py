@@ -18,7 +18,14 @@ from ntklab.measurements import InitialKernel, initial_kernel
 from ntklab.models import output_scale
 from ntklab.ntk import Method, available_bytes, dense_bytes, resolve_method
 from ntklab.optim import SAMPLERS, draws, full_batch, make_schedule
-from ntklab.theory import cross_entropy_lr, logistic_smoothness, smoothness, theory_lr
+from ntklab.theory import (
+    cross_entropy_lr,
+    logistic_smoothness,
+    mean_example_grad_sq,
+    sgd_nonconvex_lr,
+    smoothness,
+    theory_lr,
+)
 from ntklab.train import Batches, TrainState
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -171,11 +178,38 @@ def steps_per_epoch(cfg: Config, n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
+def step_size(problem: Problem, cfg: Config) -> float:
+    """optim.lr as a number: the theory step for "auto"; for "nonconvex" and "nonconvex_slide"
+    SGD's constant steps for T = epochs × steps per epoch from W_0 (theory.sgd_nonconvex_lr): R =
+    L(W_0) (L* ≥ 0 taken as 0), β = 2 λ_max(K_0)/(n α²), L² = (1/n) Σ 4 r_i² K_ii / α⁴."""
+    lr = cfg.optim.lr
+    if lr == "auto":
+        return problem.lr_theory
+    if lr not in ("nonconvex", "nonconvex_slide"):
+        return float(lr)
+    K0 = problem.initial.K
+    if K0 is None:
+        raise ConfigError(
+            f"optim.lr={lr}: K_0 was not formed (ntk.method={problem.method.value}); use "
+            "ntk.method=structured or jacobian, or raise ntk.memory_budget_mb"
+        )
+    model, X, y, n = problem.model, problem.X, problem.y, problem.n
+    alpha = output_scale(model)
+    with torch.no_grad():
+        f = model(X)
+        r = (f[:, 0] if f.ndim == 2 else f) - y
+    R = float(r.double().pow(2).mean()) / alpha**2
+    beta = smoothness(problem.initial.lambda_max, n, alpha)
+    grad_sq = mean_example_grad_sq(r, torch.diagonal(K0), alpha)
+    T = max(1, cfg.epochs * steps_per_epoch(cfg, n, problem.batch_size))
+    return sgd_nonconvex_lr(R, beta, grad_sq, T, lr)
+
+
 def make_state(problem: Problem, cfg: Config, model: nn.Module | None = None) -> TrainState:
     """The loop's state at W_0 for `problem` (or for `model`, a copy of its net): the step size
     (optim.lr, or the theory step), its schedule, heavy-ball momentum and the minibatch rule."""
     opt = cfg.optim
-    lr = problem.lr_theory if opt.lr == "auto" else float(opt.lr)
+    lr = step_size(problem, cfg)
     options = {"patience": opt.patience, "factor": opt.factor, "decay_epochs": opt.decay_epochs}
     return TrainState.create(
         problem.model if model is None else model,
