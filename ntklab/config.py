@@ -68,10 +68,11 @@ class OptimConfig:
     momentum: float = 0.0  # heavy ball μ in [0, 1)
     sampling: str = "reshuffle"  # sgd: reshuffle | replacement
     pass_fraction: float = 1.0  # sgd, replacement: an epoch draws ⌈pass_fraction · n/b⌉ batches
-    schedule: str = "constant"  # constant | plateau | inverse_time
+    schedule: str = "constant"  # constant | plateau | inverse_time | inverse_step
     patience: int = 10  # plateau: epochs without improvement before the step is divided
     factor: float = 0.1  # plateau: what the step is multiplied by
     decay_epochs: float = 10.0  # inverse_time: epoch t uses lr / (1 + (t − 1)/decay_epochs)
+    decay_steps: float = 10.0  # inverse_step: optimiser step s uses lr / (1 + (s − 1)/decay_steps)
     weight_decay: float = 0.0  # λ ≥ 0: the loss gains (λ/2)‖θ‖² over the trained parameters
 
 
@@ -291,6 +292,8 @@ def _validate_optim(opt: OptimConfig) -> None:
         _fail("optim.factor", opt.factor, "must lie in (0, 1) (0.1 divides the step by 10)")
     if not (math.isfinite(opt.decay_epochs) and opt.decay_epochs > 0):
         _fail("optim.decay_epochs", opt.decay_epochs, "must be a positive number of epochs")
+    if not (math.isfinite(opt.decay_steps) and opt.decay_steps > 0):
+        _fail("optim.decay_steps", opt.decay_steps, "must be a positive number of steps")
     if not (math.isfinite(opt.weight_decay) and opt.weight_decay >= 0):
         _fail("optim.weight_decay", opt.weight_decay, "must be a finite number ≥ 0 (λ of the "
               "L2 term (λ/2)‖θ‖²; 0 turns it off)")  # fmt: skip
@@ -354,6 +357,22 @@ def _validate_run_control(cfg: Config) -> None:
         _choice("report.fit", column, COLUMNS)
     for figure in cfg.report.figures:
         _choice("report.figures", figure, FIGURES)
+    _validate_report(cfg.report)
+
+
+def _validate_report(spec: ReportSpec) -> None:
+    """The report's own keys: tags where a tag is meant, a baseline named as a series is."""
+    tags = [("curve_x", spec.curve_x), ("crossover", spec.crossover), ("tail_fit", spec.tail_fit)]
+    for key, tag in tags + [("curve_tags", t) for t in spec.curve_tags]:
+        if tag is not None and tag != "step" and "/" not in str(tag):
+            also = " (or step, the epoch)" if key == "curve_x" else ""
+            _fail(f"report.{key}", tag, f"must name a logged tag such as loss/excess{also}")
+    if "=" not in spec.crossover_baseline:
+        _fail("report.crossover_baseline", spec.crossover_baseline, "must name a series as the "
+              "report labels it, KEY=VALUE, e.g. optim=gd")  # fmt: skip
+    if not 0 < spec.tail_from < 1:
+        _fail("report.tail_from", spec.tail_from, "must lie in (0, 1): the tail is the records "
+              "with T ≥ tail_from · the last T")  # fmt: skip
 
 
 def _validate_grid(f: LRFindGrid) -> None:

@@ -152,10 +152,38 @@ class InverseTimeLR:
         self.epoch = int(state["epoch"])
 
 
+class InverseStepLR:
+    """1/s decay by optimiser step: step s = 1, 2, … uses lr / (1 + (s − 1)/decay_steps), the step
+    changing within an epoch (`after_step`, which the loop calls after each update). With lr =
+    1/β and decay_steps = β/λ this is ≈ 1/(λ s) once s ≫ β/λ: the steps for which SGD on a
+    λ-strongly convex loss reaches L − L* = O(1/T) whatever the epoch's length (docs/theory.md)."""
+
+    def __init__(self, lr: float, decay_steps: float = 10.0) -> None:
+        self.lr0, self.decay_steps = float(lr), float(decay_steps)
+        self.steps = 0  # optimiser steps done
+
+    def after_step(self) -> float:
+        """Called after each update; returns the next update's step."""
+        self.steps += 1
+        return self.step(math.nan)
+
+    def step(self, loss: float) -> float:
+        """Called once per epoch; returns the next step (it moves with the updates only)."""
+        return self.lr0 / (1.0 + self.steps / self.decay_steps)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"lr0": self.lr0, "decay_steps": self.decay_steps, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.lr0, self.decay_steps = float(state["lr0"]), float(state["decay_steps"])
+        self.steps = int(state["steps"])
+
+
 SCHEDULES: dict[str, type] = {
     "constant": ConstantLR,
     "plateau": PlateauLR,
     "inverse_time": InverseTimeLR,
+    "inverse_step": InverseStepLR,
 }
 
 

@@ -210,7 +210,12 @@ def make_state(problem: Problem, cfg: Config, model: nn.Module | None = None) ->
     (optim.lr, or the theory step), its schedule, heavy-ball momentum and the minibatch rule."""
     opt = cfg.optim
     lr = step_size(problem, cfg)
-    options = {"patience": opt.patience, "factor": opt.factor, "decay_epochs": opt.decay_epochs}
+    options = {
+        "patience": opt.patience,
+        "factor": opt.factor,
+        "decay_epochs": opt.decay_epochs,
+        "decay_steps": opt.decay_steps,
+    }
     return TrainState.create(
         problem.model if model is None else model,
         problem.X,

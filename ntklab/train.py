@@ -218,6 +218,7 @@ def _fire(callbacks: Sequence[Callback], event: str, state: TrainState) -> None:
 def run_epoch(state: TrainState) -> None:
     """One epoch: each minibatch's gradient, then the hand-written update at state.lr."""
     model, X, y = state.model, state.X, state.y
+    per_step = getattr(state.schedule, "after_step", None)
     for idx in state.batches(state.n, state.generator):
         if idx is None:  # all n samples: the gradient evaluate() left on the state
             grads = state.grads
@@ -231,6 +232,8 @@ def run_epoch(state: TrainState) -> None:
         state.optimizer.step(grads, state.lr)
         state.steps += 1
         state.grads = None
+        if per_step is not None:  # a schedule whose step moves with every update
+            state.lr = per_step()
 
 
 class StopSignals:
