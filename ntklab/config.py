@@ -61,9 +61,7 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     name: str = MISSING  # gd | sgd
-    # a positive number, "auto" = the theory step n / (2 λ_max(K_0)), or SGD's steps for the
-    # nonconvex bound from W_0 (mse): nonconvex = √(R/(β L² T)), nonconvex_slide = R/(β L² T)
-    lr: Any = "auto"
+    lr: Any = "auto"  # a number, auto = 1/β (theory step), nonconvex | nonconvex_slide (SGD, mse)
     batch_size: Optional[int] = None  # sgd only; gd uses all n
     momentum: float = 0.0  # heavy ball μ in [0, 1)
     sampling: str = "reshuffle"  # sgd: reshuffle | replacement
@@ -91,8 +89,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ntk: NTKConfig = field(default_factory=NTKConfig)
-    # mse | cross_entropy (integer class labels, one output per class) | logistic (labels ±1)
-    loss: str = "mse"
+    loss: str = "mse"  # mse | cross_entropy (class labels, k outputs) | logistic (labels ±1)
     epochs: int = 200  # training epochs (GD: one full-batch step each; SGD: one pass over the data)
     seed: int = 0  # one seed for data, init and minibatch order (independent streams)
     device: str = "auto"  # auto (CUDA when a GPU is visible) | cpu | cuda

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ntklab.crossover import crossovers, tail_fit
 from ntklab.figures import draw_all
 from ntklab.stats import Fit, local_slopes, loglog_fit
-from ntklab.sweep import COLUMNS, Sweep, SweepError, crossovers, fits, read_sweep, tail_fit
+from ntklab.sweep import COLUMNS, Sweep, SweepError, fits, read_sweep
 
 
 def rows(sweep: Sweep) -> list[dict[str, Any]]:
@@ -112,9 +113,10 @@ def tail_lines(sweep: Sweep) -> list[str]:
     for job in (j for j in sweep.jobs if j.completed):
         fit = tail_fit(job, spec.tail_fit, spec.tail_from)
         if fit is not None:
-            where = f"T ≥ {spec.tail_from:g} T_end; the lecture: −1"
-            line = fit_line(spec.tail_fit, "T", sweep.name(job), fit)
-            lines.append(f"{line} over the tail ({where})")
+            lines.append(
+                f"{spec.tail_fit} ∝ T^{fit.slope:.3f} ± {fit.interval:.3f} (95% CI, {fit.points} "
+                f"records with T ≥ {spec.tail_from:g} T_end; {sweep.name(job)}); the lecture: −1"
+            )
     return lines
 
 

@@ -89,7 +89,7 @@ def test_newton_finds_the_minimiser():
         delta = 1e-3 * torch.randn(len(w), generator=torch.Generator().manual_seed(seed), dtype=F64)
         with torch.no_grad():
             model.w.copy_(w + delta)
-        assert float(loss_fn(model, X, y)) > L_star
+        assert float(loss_fn(model, X, y).detach()) > L_star
     with pytest.raises(ValueError, match="needs λ > 0"):
         logistic_optimum(X, y, 0.0)
 

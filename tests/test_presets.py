@@ -157,3 +157,14 @@ def test_sgd_nonconvex_short(tmp_path) -> None:
     assert [r["optim/steps"] for r in rows] == list(range(61))
     assert all(r["pl/sgd_min_grad_sq"] <= r["pl/ratio"] * r["loss/train"] * (1 + 1e-12)
                for r in rows)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sgd_tail_short(tmp_path) -> None:
+    _ntklab("-m", "experiment=sgd_tail", "data.n=64", "epochs=20", f"hydra.sweep.dir={tmp_path}")
+    report = (tmp_path / "report.md").read_text()
+    assert "## Tail exponents (L − L* ∝ T^a)" in report
+    assert report.count("records with T ≥ 0.2 T_end") == 2
+    constant = _final(_job(tmp_path, "optim.schedule=constant"))
+    decaying = _final(_job(tmp_path, "optim.schedule=inverse_time"))
+    assert decaying["optim/lr"] < constant["optim/lr"]

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from ntklab.config import ConfigError, load
+from ntklab.crossover import COST, crossover_eps, crossovers, first_cost, tail_fit
 from ntklab.report import write_report
-from ntklab.sweep import COST, crossover_eps, crossovers, first_cost, read_sweep, tail_fit
+from ntklab.sweep import read_sweep
 
 from conftest import compose_config
 
