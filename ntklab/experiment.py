@@ -49,6 +49,7 @@ from ntklab.rundir import Plan, RunFolder, RunFolderError, Status
 from ntklab.train import Callback, TrainResult, TrainState, fit
 
 log = logging.getLogger("ntklab")
+NONCONVEX_STEPS = ("nonconvex", "nonconvex_slide")  # steps computed for the run's length
 
 
 class RunError(RuntimeError):
@@ -141,6 +142,12 @@ def _refuse_changes(cfg: Config, folder: RunFolder, saved: dict, data: dict) -> 
         raise ConfigError(
             f"epochs={cfg.epochs}: the run in {folder.path} is a run of {epochs} epochs; a run "
             "can be continued or trained longer, not shortened (or pass overwrite=true)"
+        )
+    if epochs is not None and cfg.epochs != epochs and cfg.optim.lr in NONCONVEX_STEPS:
+        raise ConfigError(
+            f"epochs={cfg.epochs}: optim.lr={cfg.optim.lr} is a step for T = epochs × steps per "
+            f"epoch, and the run in {folder.path} took it for epochs={epochs}; a longer run needs "
+            "its own step: start it afresh (overwrite=true)"
         )
     known = saved.get("data")
     if known and known != data:

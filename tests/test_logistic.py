@@ -129,3 +129,17 @@ def test_a_run_logs_the_optimum_and_descends_to_it(tmp_path):
     assert excess[0] > 1e-2 and 0 <= excess[-1] < 1e-9
     # GD at 1/β descends (to round-off: L* ≈ 0.6, eps · L* ≈ 1e-16)
     assert all(b <= a + 1e-15 for a, b in zip(excess, excess[1:], strict=False))
+
+
+def test_a_csv_of_labels_plus_minus_one_trains(tmp_path):
+    rows = ["x1,x2,y"] + [f"{i / 10:g},{1 - i / 10:g},{1 if i % 3 else -1}" for i in range(10)]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    cfg = load(compose_config(
+        "model=plain_linear", "loss=logistic", "optim.weight_decay=0.5", "data=csv",
+        f"data.path={tmp_path / 'data.csv'}", "data.n=null", "data.d=null", "epochs=20",
+        "dtype=float64",
+    ))  # fmt: skip
+    run_experiment(cfg, tmp_path / "run", progress=False)
+    records = read_metrics(tmp_path / "run")
+    assert records[-1]["loss/excess"] < records[0]["loss/excess"]
+    assert records[-1]["loss/excess"] >= -1e-15

@@ -114,3 +114,15 @@ def test_the_tags_against_direct_computations(tmp_path):
 def test_the_step_rules_are_refused_where_they_do_not_apply(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load(compose_config(*overrides))
+
+
+def test_a_run_at_a_nonconvex_step_cannot_be_extended(tmp_path):
+    """Its step was computed for its own T: a longer run would keep the wrong one."""
+    _run(tmp_path, "optim.lr=nonconvex", "epochs=2", "ntk.every=1")
+    cfg = load(compose_config(
+        "optim=sgd", "optim.batch_size=1", "optim.sampling=replacement", "data.n=12",
+        "data.d=4", "model.width=16", "dtype=float64", "optim.lr=nonconvex", "epochs=4",
+        "ntk.every=1", "resume=true",
+    ))  # fmt: skip
+    with pytest.raises(ConfigError, match="epochs=4: optim.lr=nonconvex is a step for T"):
+        run_experiment(cfg, tmp_path / "run", progress=False)
