@@ -140,6 +140,11 @@ def curves(sweep: Sweep, folder: Path, tag: str, name: str, title: str, x: str =
             label = sweep.name(job) + ("" if job.completed else f" ({job.status})")
             ax.plot(steps, values, style, color=colour(job), label=label, lw=1.2)
     _log_y_if_positive(ax)
+    if x != "step":  # a cost axis spans decades; its first record is at 0
+        lows = [v for line in ax.get_lines() for v in line.get_xdata() if v > 0]
+        if lows:
+            ax.set_xscale("symlog", linthresh=min(lows))
+            ax.set_xlim(left=0)
     xs = [sweep.position(j) for j in sweep.jobs]
     if sweep.x is not None and len(set(xs)) == len(xs) and len(xs) > 1:
         positive = all(x > 0 for x in xs)
