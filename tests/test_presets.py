@@ -155,8 +155,9 @@ def test_sgd_nonconvex_short(tmp_path) -> None:
     assert "## The nonconvex SGD bound" in report
     rows = _rows(_job(tmp_path, "optim.lr=nonconvex"))
     assert [r["optim/steps"] for r in rows] == list(range(61))
-    assert all(r["pl/sgd_min_grad_sq"] <= r["pl/ratio"] * r["loss/train"] * (1 + 1e-12)
-               for r in rows)  # fmt: skip
+    assert all(
+        r["pl/sgd_min_grad_sq"] <= r["pl/ratio"] * r["loss/train"] * (1 + 1e-5) for r in rows
+    )  # float32 gradients: pl/ratio and the float64 minimum round apart
 
 
 @pytest.mark.slow
