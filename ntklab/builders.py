@@ -11,8 +11,17 @@ from torch import nn
 
 from ntklab.autodiff import check_module, output_count
 from ntklab.config import Config, ConfigError
-from ntklab.data import DataError, class_labels, load_csv, load_custom, load_digits, make_synthetic
-from ntklab.models import MLP, OneHiddenLayer
+from ntklab.data import (
+    INPUTS,
+    DataError,
+    class_labels,
+    load_csv,
+    load_custom,
+    load_digits,
+    make_synthetic,
+    sign_labels,
+)
+from ntklab.models import MLP, OneHiddenLayer, PlainLinear
 from ntklab.ntk import Method, dense_bytes
 from ntklab.targets import check_call, locate
 
@@ -75,6 +84,10 @@ def _mlp(cfg: Config, d: int, outputs: int, to: dict) -> nn.Module:
     )
 
 
+def _plain_linear(cfg: Config, d: int, outputs: int, to: dict) -> nn.Module:
+    return PlainLinear(d, seed=to["seed"], dtype=to["dtype"], device=to["device"])
+
+
 def _custom(cfg: Config, d: int, outputs: int, to: dict) -> nn.Module:
     """The user's class called with d= and the +model.KEY=VALUE arguments, its init drawn from
     the run's seed (torch's global generator is seeded inside a fork, and left as it was)."""
@@ -93,6 +106,7 @@ MODELS: dict[str, Builder] = {
     "linear": _one_hidden_layer,
     "leaky_relu": _one_hidden_layer,
     "mlp": _mlp,
+    "plain_linear": _plain_linear,
     "custom": _custom,
 }
 
@@ -124,9 +138,9 @@ def _check_custom(model: nn.Module, cfg: Config, X: torch.Tensor, classes: int) 
         k = output_count(model, X)
     except (ValueError, RuntimeError) as err:
         raise ConfigError(f"{where}: {err}") from None
-    if cfg.loss == "mse" and k != 1:
+    if cfg.loss in ("mse", "logistic") and k != 1:
         raise ConfigError(
-            f"{where}: the model has k={k} outputs and loss=mse fits one target per sample; "
+            f"{where}: the model has k={k} outputs and loss={cfg.loss} fits one target per sample; "
             "return (n,) or (n, 1), or use loss=cross_entropy with class labels"
         )
     if cfg.loss == "cross_entropy" and k < classes:
@@ -135,9 +149,14 @@ def _check_custom(model: nn.Module, cfg: Config, X: torch.Tensor, classes: int) 
 
 def targets(cfg: Config, y: torch.Tensor, device: torch.device, dtype: torch.dtype):
     """y as the loss takes it: real targets in the run's dtype for the MSE, int64 class labels
-    for cross-entropy (DataError when they are not)."""
+    for cross-entropy, labels ±1 for the logistic loss (a synthetic target's sign: the teacher's
+    labels, label noise flipping some); DataError when they are not."""
     if cfg.loss == "cross_entropy":
         return class_labels(y, f"data={cfg.data.name}").to(device)
+    if cfg.loss == "logistic":
+        synthetic = cfg.data.name in INPUTS
+        y = sign_labels(y, f"data={cfg.data.name}", synthetic)
+        return y.to(device=device, dtype=dtype)
     return y.to(device=device, dtype=dtype)
 
 

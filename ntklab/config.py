@@ -32,7 +32,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING  # linear | leaky_relu | mlp | custom
+    name: str = MISSING  # linear | leaky_relu | mlp | plain_linear | custom
     width: int = 512  # m, hidden neurons (of every hidden layer of an mlp)
     negative_slope: float = 0.1  # ε of the leaky ReLU, in [0, 1) (the linear net has ε = 1)
     train_output: bool = False  # also train the output layer (the kernel gains its part)
@@ -61,14 +61,17 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     name: str = MISSING  # gd | sgd
-    lr: Any = "auto"  # a positive number, or "auto" = the theory step n / (2 λ_max(K_0))
+    lr: Any = "auto"  # a number, auto = 1/β (theory step), nonconvex | nonconvex_slide (SGD, mse)
     batch_size: Optional[int] = None  # sgd only; gd uses all n
     momentum: float = 0.0  # heavy ball μ in [0, 1)
     sampling: str = "reshuffle"  # sgd: reshuffle | replacement
-    schedule: str = "constant"  # constant | plateau | inverse_time
+    pass_fraction: float = 1.0  # sgd, replacement: an epoch draws ⌈pass_fraction · n/b⌉ batches
+    schedule: str = "constant"  # constant | plateau | inverse_time | inverse_step
     patience: int = 10  # plateau: epochs without improvement before the step is divided
     factor: float = 0.1  # plateau: what the step is multiplied by
     decay_epochs: float = 10.0  # inverse_time: epoch t uses lr / (1 + (t − 1)/decay_epochs)
+    decay_steps: float = 10.0  # inverse_step: optimiser step s uses lr / (1 + (s − 1)/decay_steps)
+    weight_decay: float = 0.0  # λ ≥ 0: the loss gains (λ/2)‖θ‖² over the trained parameters
 
 
 @dataclass
@@ -86,7 +89,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ntk: NTKConfig = field(default_factory=NTKConfig)
-    loss: str = "mse"  # mse | cross_entropy (integer class labels, one output per class)
+    loss: str = "mse"  # mse | cross_entropy (class labels, k outputs) | logistic (labels ±1)
     epochs: int = 200  # training epochs (GD: one full-batch step each; SGD: one pass over the data)
     seed: int = 0  # one seed for data, init and minibatch order (independent streams)
     device: str = "auto"  # auto (CUDA when a GPU is visible) | cpu | cuda
@@ -144,16 +147,20 @@ def _choice(key: str, value: object, allowed) -> None:
         _fail(key, value, f"unknown; choose one of {', '.join(sorted(allowed))}")
 
 
+STEP_RULES = ("auto", "nonconvex", "nonconvex_slide")  # steps a run computes for itself
+
+
 def parse_lr(value: object) -> float | str:
-    """optim.lr is a positive finite number or the string 'auto'."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
+    """optim.lr is a positive finite number or one of STEP_RULES."""
+    if isinstance(value, str) and value.strip().lower() in STEP_RULES:
+        return value.strip().lower()
     if isinstance(value, bool):  # float(True) would silently give lr = 1
         _fail("optim.lr", value, "must be a positive number or 'auto' (the theory step)")
     try:
         lr = float(value)
     except (TypeError, ValueError):
-        _fail("optim.lr", value, "must be a positive number or 'auto' (the theory step)")
+        _fail("optim.lr", value, "must be a positive number or 'auto' (the theory step), or "
+              "nonconvex / nonconvex_slide (SGD's steps of the nonconvex bound)")  # fmt: skip
     if not math.isfinite(lr) or lr <= 0:
         _fail("optim.lr", value, "must be a positive finite number or 'auto'")
     return lr
@@ -191,7 +198,7 @@ def validate(cfg: Config) -> None:
     _validate_run_control(cfg)
 
 
-MODELS = (*ACTIVATIONS, "mlp", "custom")
+MODELS = (*ACTIVATIONS, "mlp", "plain_linear", "custom")
 # The one-hidden-layer nets' own options, at the values that leave an mlp or custom model as is.
 ONE_HIDDEN_LAYER_OPTIONS = {
     "train_output": False,
@@ -212,7 +219,8 @@ def _validate_model(m: ModelConfig) -> None:
         # α² scales the kernel and the theory step: beyond this range float32 under/overflows
         _fail("model.alpha", m.alpha, "must lie in [1e-06, 1e+06] (1 = no output scale)")
     _choice("model.parameterization", m.parameterization, PARAMETERIZATIONS)
-    for key, value in ONE_HIDDEN_LAYER_OPTIONS.items() if m.name in ("mlp", "custom") else ():
+    others = ("mlp", "plain_linear", "custom")
+    for key, value in ONE_HIDDEN_LAYER_OPTIONS.items() if m.name in others else ():
         if getattr(m, key) != value:
             why = f"is an option of model=leaky_relu and model=linear, not of model={m.name}"
             _fail(f"model.{key}", getattr(m, key), why + "; leave it unset")
@@ -267,6 +275,13 @@ def _validate_optim(opt: OptimConfig) -> None:
     if opt.name == "sgd" and opt.batch_size is not None and opt.batch_size <= 0:
         _fail("optim.batch_size", opt.batch_size, "must be a positive integer")
     _choice("optim.sampling", opt.sampling, SAMPLERS)
+    if not (math.isfinite(opt.pass_fraction) and opt.pass_fraction > 0):
+        _fail("optim.pass_fraction", opt.pass_fraction, "must be a positive number (1: an "
+              "epoch draws a pass's worth of minibatches)")  # fmt: skip
+    if opt.name == "sgd" and opt.pass_fraction != 1.0 and opt.sampling != "replacement":
+        _fail("optim.pass_fraction", opt.pass_fraction, f"optim.sampling={opt.sampling!r} "
+              "makes each epoch one pass over a permutation; use optim.sampling=replacement "
+              "for epochs of another size")  # fmt: skip
     _choice("optim.schedule", opt.schedule, SCHEDULES)
     if opt.patience < 1:
         _fail("optim.patience", opt.patience, "must be a positive integer number of epochs")
@@ -274,6 +289,11 @@ def _validate_optim(opt: OptimConfig) -> None:
         _fail("optim.factor", opt.factor, "must lie in (0, 1) (0.1 divides the step by 10)")
     if not (math.isfinite(opt.decay_epochs) and opt.decay_epochs > 0):
         _fail("optim.decay_epochs", opt.decay_epochs, "must be a positive number of epochs")
+    if not (math.isfinite(opt.decay_steps) and opt.decay_steps > 0):
+        _fail("optim.decay_steps", opt.decay_steps, "must be a positive number of steps")
+    if not (math.isfinite(opt.weight_decay) and opt.weight_decay >= 0):
+        _fail("optim.weight_decay", opt.weight_decay, "must be a finite number ≥ 0 (λ of the "
+              "L2 term (λ/2)‖θ‖²; 0 turns it off)")  # fmt: skip
 
 
 def _validate_ntk(ntk: NTKConfig) -> None:
@@ -297,9 +317,27 @@ def _validate_pairs(cfg: Config) -> None:
     if cfg.loss == "cross_entropy" and cfg.model.name in ACTIVATIONS:
         _fail("loss", cfg.loss, f"needs one output per class, and model={cfg.model.name} has "
               "one; use model=mlp or a model=custom with k outputs")  # fmt: skip
+    if parse_lr(cfg.optim.lr) in ("nonconvex", "nonconvex_slide"):
+        _validate_nonconvex(cfg)
     if cfg.loss == "cross_entropy" and cfg.ntk.method == Method.NTVP.value:
         _fail("ntk.method", cfg.ntk.method, "loss=cross_entropy tracks the full k-output kernel, "
               "which ntvp never forms; use ntk.method=auto, structured or jacobian")  # fmt: skip
+
+
+def _validate_nonconvex(cfg: Config) -> None:
+    """SGD's nonconvex steps need the MSE's per-example gradients 4 r_i² K_ii from a dense K_0."""
+    lr = parse_lr(cfg.optim.lr)
+    if cfg.optim.name != "sgd":
+        _fail("optim.lr", lr, "is a step rule of SGD; use optim=sgd (GD: optim.lr=auto)")
+    if cfg.loss != "mse" or cfg.optim.weight_decay != 0:
+        _fail("optim.lr", lr, "is computed from the MSE's per-example gradients; use loss=mse "
+              "without optim.weight_decay, or a number")  # fmt: skip
+    if cfg.optim.schedule != "constant":
+        _fail("optim.schedule", cfg.optim.schedule, f"optim.lr={lr} is a constant step; use "
+              "optim.schedule=constant")  # fmt: skip
+    if cfg.ntk.method == Method.NTVP.value:
+        _fail("ntk.method", cfg.ntk.method, f"optim.lr={lr} needs K_0's diagonal, which the "
+              "matrix-free route never forms; use ntk.method=structured or jacobian")  # fmt: skip
 
 
 def _validate_run_control(cfg: Config) -> None:
@@ -316,6 +354,22 @@ def _validate_run_control(cfg: Config) -> None:
         _choice("report.fit", column, COLUMNS)
     for figure in cfg.report.figures:
         _choice("report.figures", figure, FIGURES)
+    _validate_report(cfg.report)
+
+
+def _validate_report(spec: ReportSpec) -> None:
+    """The report's own keys: tags where a tag is meant, a baseline named as a series is."""
+    tags = [("curve_x", spec.curve_x), ("crossover", spec.crossover), ("tail_fit", spec.tail_fit)]
+    for key, tag in tags + [("curve_tags", t) for t in spec.curve_tags]:
+        if tag is not None and tag != "step" and "/" not in str(tag):
+            also = " (or step, the epoch)" if key == "curve_x" else ""
+            _fail(f"report.{key}", tag, f"must name a logged tag such as loss/excess{also}")
+    if "=" not in spec.crossover_baseline:
+        _fail("report.crossover_baseline", spec.crossover_baseline, "must name a series as the "
+              "report labels it, KEY=VALUE, e.g. optim=gd")  # fmt: skip
+    if not 0 < spec.tail_from < 1:
+        _fail("report.tail_from", spec.tail_from, "must lie in (0, 1): the tail is the records "
+              "with T ≥ tail_from · the last T")  # fmt: skip
 
 
 def _validate_grid(f: LRFindGrid) -> None:

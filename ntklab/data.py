@@ -234,3 +234,17 @@ def class_labels(y: torch.Tensor, source: str) -> torch.Tensor:
             f"k−1 (e.g. {float(bad):g}); use loss=mse, or data with integer labels"
         )
     return y.to(torch.int64)
+
+
+def sign_labels(y: torch.Tensor, source: str, from_sign: bool = False) -> torch.Tensor:
+    """y (n,) as labels ±1 for the logistic loss: with `from_sign`, the sign of real targets
+    (y ≥ 0 → +1); otherwise the targets must already be −1 or +1 (DataError naming `source`)."""
+    if from_sign:
+        return torch.where(y >= 0, 1.0, -1.0).to(y.dtype)
+    bad = y[(y != 1) & (y != -1)]
+    if len(bad):
+        raise DataError(
+            f"loss='logistic': {source} gives targets that are not labels −1 or +1 (e.g. "
+            f"{float(bad[0]):g}); relabel the data (a CSV's last column) as ±1, or use loss=mse"
+        )
+    return y

@@ -16,9 +16,16 @@ from torch.nn import functional
 
 from ntklab.kernels import model_ntk_inf
 from ntklab.mlp_kernels import mlp_ntk_inf
-from ntklab.models import MLP, OneHiddenLayer, output_magnitude, output_scale
+from ntklab.models import MLP, OneHiddenLayer, PlainLinear, output_magnitude, output_scale
 from ntklab.spectrum import Spectrum, dense_spectrum
-from ntklab.theory import rate_bound, rate_slide
+from ntklab.theory import (
+    mean_example_grad_sq,
+    rate_bound,
+    rate_slide,
+    sgd_descent_bound,
+    sgd_grad_bound,
+    smoothness,
+)
 from ntklab.train import Callback, TrainState
 
 
@@ -192,6 +199,126 @@ class LinearOptimum(Callback):
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.optimum = state["optimum"]
         self.resolved = bool(state.get("resolved", True))
+
+
+class SGDBound(Callback):
+    """The lecture notes' nonconvex SGD bound beside the measurement (docs/theory.md), for the
+    MSE: pl/sgd_grad_bound = 2 √(R β L² / T) after T = optim/steps steps, with R = L(W_0) − L*
+    taken with L* = 0 (the MSE is ≥ 0: R is overestimated, the bound made looser, never
+    tighter), β = pl/sgd_beta, the largest 2 λ_max(K_t)/(n α²) seen on tracked epochs (the
+    Gauss–Newton part of the Hessian: an estimate of the smoothness, not a bound on it),
+    L² = pl/sgd_grad_sq, the largest (1/n) Σ_i ‖∇ℓ_i‖² = (1/n) Σ 4 r_i² K_ii / α⁴ seen on epochs
+    where K_t is formed (a one-example gradient's second moment; it bounds a minibatch's);
+    pl/sgd_descent_bound = (R + (β L²/2) Σ γ_k²) / Σ γ_k, what the descent lemma gives for the
+    steps actually taken; and pl/sgd_min_grad_sq = min ‖∇L(W_k)‖² over the recorded iterates
+    (the end of each epoch: every iterate when an epoch is one step)."""
+
+    def __init__(self) -> None:
+        self.R: float | None = None
+        self.beta = self.grad_sq = 0.0
+        self.min_grad_sq = math.inf
+        self.sum_lr = self.sum_lr_sq = 0.0
+        self.steps = 0
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.R is None:
+            self.R = state.loss
+        taken = state.steps - self.steps
+        self.sum_lr += taken * state.lr
+        self.sum_lr_sq += taken * state.lr**2
+        self.steps = state.steps
+        alpha = output_scale(state.model)
+        if "ntk/lambda_max" in state.metrics:
+            beta = smoothness(state.metrics["ntk/lambda_max"], state.n, alpha)
+            self.beta = max(self.beta, beta)
+        if state.K is not None:
+            with torch.no_grad():
+                f = state.model(state.X)
+                r = (f[:, 0] if f.ndim == 2 else f) - state.y
+            grad_sq = mean_example_grad_sq(r, torch.diagonal(state.K), alpha)
+            self.grad_sq = max(self.grad_sq, grad_sq)
+        if state.grads is not None:
+            norm_sq = sum(float(g.double().pow(2).sum()) for g in state.grads)
+            self.min_grad_sq = min(self.min_grad_sq, norm_sq)
+        m = state.metrics
+        m["pl/sgd_min_grad_sq"] = self.min_grad_sq
+        if self.beta > 0 and self.grad_sq > 0:
+            m["pl/sgd_beta"], m["pl/sgd_grad_sq"] = self.beta, self.grad_sq
+            if self.steps > 0:
+                m["pl/sgd_grad_bound"] = sgd_grad_bound(self.R, self.beta, self.grad_sq, self.steps)
+                m["pl/sgd_descent_bound"] = sgd_descent_bound(
+                    self.R, self.beta, self.grad_sq, self.sum_lr, self.sum_lr_sq
+                )
+
+    def state_dict(self) -> dict[str, object]:
+        keys = ("R", "beta", "grad_sq", "min_grad_sq", "sum_lr", "sum_lr_sq", "steps")
+        return {k: getattr(self, k) for k in keys}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def logistic_optimum(
+    X: torch.Tensor, y: torch.Tensor, weight_decay: float, tol: float = 1e-13, max_iter: int = 100
+) -> tuple[torch.Tensor, float, float]:
+    """w*, L* and ‖∇L(w*)‖ of the regularised logistic loss L(w) = (1/n) Σ log(1 + e^{−y_i⟨w,
+    x_i⟩}) + (λ/2)‖w‖², λ = weight_decay > 0 (strongly convex: one minimiser), by Newton's method
+    with backtracking in float64 from w = 0, until ‖∇L‖ ≤ tol. X (n, d), y (n,) of ±1."""
+    if not weight_decay > 0:
+        raise ValueError(f"weight_decay={weight_decay}: L* needs λ > 0 (strong convexity)")
+    X, y, lam = X.double().cpu(), y.double().cpu(), float(weight_decay)
+    n, d = X.shape
+
+    def value(w: torch.Tensor) -> torch.Tensor:
+        z = -y * (X @ w)
+        return torch.logaddexp(torch.zeros_like(z), z).mean() + 0.5 * lam * (w @ w)
+
+    w = torch.zeros(d, dtype=torch.float64)
+    for _ in range(max_iter):
+        s = torch.sigmoid(-y * (X @ w))  # σ(−y_i⟨w, x_i⟩)
+        g = -(X.T @ (y * s)) / n + lam * w
+        if float(g.norm()) <= tol:
+            break
+        H = (X.T * (s * (1 - s))) @ X / n + lam * torch.eye(d, dtype=torch.float64)
+        step, L0, t = torch.linalg.solve(H, g), value(w), 1.0
+        while value(w - t * step) > L0 and t > 1e-12:  # Newton's step, halved where it rises
+            t /= 2
+        w = w - t * step
+    s = torch.sigmoid(-y * (X @ w))
+    g = -(X.T @ (y * s)) / n + lam * w
+    return w, float(value(w)), float(g.norm())
+
+
+class LogisticOptimum(Callback):
+    """loss/optimum = L* of the regularised logistic loss of the plain linear model (optim.
+    weight_decay = λ > 0 makes it strongly convex), solved once by Newton's method in float64
+    (`logistic_optimum`, to ‖∇L(w*)‖ ≤ 1e-13, so L* is exact to about λ⁻¹·1e-26), logged as a
+    constant with loss/optimum_resolved = 1, and loss/excess = L_t − L* every epoch, under the
+    rule LinearOptimum states (loss/excess_resolved; L_t's error is its sum's, n · eps · L_t)."""
+
+    def __init__(self, weight_decay: float) -> None:
+        self.weight_decay = float(weight_decay)
+        self.optimum: float | None = None
+
+    def on_train_start(self, state: TrainState) -> None:
+        if self.optimum is None and isinstance(state.model, PlainLinear):
+            self.optimum = logistic_optimum(state.X, state.y, self.weight_decay)[1]
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.optimum is not None:
+            state.metrics["loss/optimum"] = self.optimum
+            state.metrics["loss/optimum_resolved"] = 1.0
+            excess = state.loss - self.optimum
+            resolved = excess > excess_error(state.loss, 0.0, state.X)
+            state.metrics["loss/excess"] = excess if resolved else max(excess, 0.0)
+            state.metrics["loss/excess_resolved"] = float(resolved)
+
+    def state_dict(self) -> dict[str, object]:
+        return {"optimum": self.optimum}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.optimum = state["optimum"]
 
 
 def infinite_width_kernel(model: nn.Module, X: torch.Tensor) -> torch.Tensor | None:

@@ -25,7 +25,14 @@ from ntklab.control import (
     LogWriter,
     load_checkpoint,
 )
-from ntklab.diagnostics import InfiniteWidth, KernelGeometry, LinearOptimum, RateDiagnostics
+from ntklab.diagnostics import (
+    InfiniteWidth,
+    KernelGeometry,
+    LinearOptimum,
+    LogisticOptimum,
+    RateDiagnostics,
+    SGDBound,
+)
 from ntklab.logger import RunLogger
 from ntklab.losses import PL_LOSSES
 from ntklab.measurements import (
@@ -42,6 +49,7 @@ from ntklab.rundir import Plan, RunFolder, RunFolderError, Status
 from ntklab.train import Callback, TrainResult, TrainState, fit
 
 log = logging.getLogger("ntklab")
+NONCONVEX_STEPS = ("nonconvex", "nonconvex_slide")  # steps computed for the run's length
 
 
 class RunError(RuntimeError):
@@ -61,7 +69,8 @@ def make_callbacks(
        checkpoint of epoch t never runs ahead of epoch t's records.
 
     The order of 1–2 is also the order of the tags in each metrics.jsonl record."""
-    ntk, pl = cfg.ntk, cfg.loss in PL_LOSSES
+    # The PL tags are the MSE's own; an L2 term changes the inequality they measure.
+    ntk, pl = cfg.ntk, cfg.loss in PL_LOSSES and cfg.optim.weight_decay == 0
     initial = problem.initial if ntk.every > 0 else None
     tracker = NTKTracker(
         problem.method,
@@ -75,6 +84,7 @@ def make_callbacks(
     opt = cfg.optim
     full_batch_gd = opt.name == "gd" and opt.momentum == 0
     theory_step = full_batch_gd and opt.lr == "auto" and opt.schedule == "constant"
+    logistic = cfg.loss == "logistic" and opt.weight_decay > 0
     outputs = [FullKernel(initial), Accuracy()] if problem.output == "full" else []
     measuring: list[Callback] = [
         WeightMetrics(pl),
@@ -82,7 +92,9 @@ def make_callbacks(
         KernelStep(problem.method, ntk.every, problem.output),
         *outputs,
         RateDiagnostics(full_batch_gd and pl, theory_step=theory_step, mse=pl),
-        LinearOptimum(),
+        *([LinearOptimum()] if opt.weight_decay == 0 else []),  # L* of the plain MSE
+        *([LogisticOptimum(opt.weight_decay)] if logistic else []),
+        *([SGDBound()] if pl and opt.name == "sgd" else []),
         KernelGeometry(),
         PatternChange(),
         InfiniteWidth(budget_bytes=ntk.memory_budget_mb * 2**20),
@@ -130,6 +142,12 @@ def _refuse_changes(cfg: Config, folder: RunFolder, saved: dict, data: dict) -> 
         raise ConfigError(
             f"epochs={cfg.epochs}: the run in {folder.path} is a run of {epochs} epochs; a run "
             "can be continued or trained longer, not shortened (or pass overwrite=true)"
+        )
+    if epochs is not None and cfg.epochs != epochs and cfg.optim.lr in NONCONVEX_STEPS:
+        raise ConfigError(
+            f"epochs={cfg.epochs}: optim.lr={cfg.optim.lr} is a step for T = epochs × steps per "
+            f"epoch, and the run in {folder.path} took it for epochs={epochs}; a longer run needs "
+            "its own step: start it afresh (overwrite=true)"
         )
     known = saved.get("data")
     if known and known != data:

@@ -128,17 +128,23 @@ def _colours(sweep: Sweep) -> Callable[[Job], tuple]:
     return lambda job: palette(keys.index((sweep.label(job), sweep.position(job))) % palette.N)
 
 
-def curves(sweep: Sweep, folder: Path, tag: str, name: str, title: str) -> str:
-    """`tag` against epoch, one line per job; unfinished runs dashed."""
-    fig, ax = _new(f"{title} (dashed: not completed)", "epoch", tag)
+def curves(sweep: Sweep, folder: Path, tag: str, name: str, title: str, x: str = "step") -> str:
+    """`tag` against `x` (the epoch, or another logged tag such as optim/grad_evals), one line
+    per job; unfinished runs dashed."""
+    fig, ax = _new(f"{title} (dashed: not completed)", "epoch" if x == "step" else x, tag)
     colour = _colours(sweep)
     for job in sweep.jobs:
-        steps, values = job.curve(tag)
+        steps, values = job.curve(tag, x)
         if steps:
             style = "-" if job.completed else "--"
             label = sweep.name(job) + ("" if job.completed else f" ({job.status})")
             ax.plot(steps, values, style, color=colour(job), label=label, lw=1.2)
     _log_y_if_positive(ax)
+    if x != "step":  # a cost axis spans decades; its first record is at 0
+        lows = [v for line in ax.get_lines() for v in line.get_xdata() if v > 0]
+        if lows:
+            ax.set_xscale("symlog", linthresh=min(lows))
+            ax.set_xlim(left=0)
     xs = [sweep.position(j) for j in sweep.jobs]
     if sweep.x is not None and len(set(xs)) == len(xs) and len(xs) > 1:
         positive = all(x > 0 for x in xs)
@@ -157,6 +163,12 @@ def _figure(sweep: Sweep, folder: Path, which: str) -> list[str]:
         return [curves(sweep, folder, "loss/train", "loss_curves.png", "Training loss")]
     if which == "excess_loss":
         return [curves(sweep, folder, "loss/excess", "excess_loss.png", "Excess loss L_t − L*")]
+    if which == "cost_curves":
+        x = sweep.spec.curve_x
+        return [
+            curves(sweep, folder, tag, f"{tag.replace('/', '_')}_vs_cost.png", tag, x)
+            for tag in sweep.spec.curve_tags
+        ]
     cols = [("loss_final", "o-")]
     return [metric_figure(sweep, folder, "final_loss.png", TITLES["loss_final"], cols)]
 

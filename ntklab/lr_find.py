@@ -57,12 +57,15 @@ def trial(problem: Problem, cfg: LRFindConfig, lr: float) -> dict[str, Any]:
         "initial_loss": initial,
         "final_loss": result.final_loss,
         "epochs_run": result.epochs_run,
+        "grad_evals": state.grad_evals,
         "stable": stable(initial, result.final_loss),
     }
 
 
 def find_lr(cfg: LRFindConfig) -> dict[str, Any]:
-    """Every trial of the grid and the largest stable step, with its ratio to n α²/λ_max(K_0)."""
+    """Every trial of the grid and the largest stable step, with its ratio to n α²/λ_max(K_0),
+    and what the search cost: the per-example gradient evaluations of all its trials (a run
+    that uses the step it found has spent these before its first epoch)."""
     problem = make_problem(cfg)
     grid = cfg.lr_find
     lrs = geometric_grid(grid.lr_min, grid.lr_max, grid.per_decade)
@@ -77,6 +80,7 @@ def find_lr(cfg: LRFindConfig) -> dict[str, Any]:
         "lr_stable": best,
         "lr_limit_theory": limit,
         "ratio": None if best is None else best / limit,
+        "grad_evals": sum(t["grad_evals"] for t in trials),
     }
 
 
@@ -97,6 +101,10 @@ def format_report(found: dict[str, Any]) -> str:
         )
         if found["lr_stable"] == found["trials"][-1]["lr"]:
             lines.append("the largest step of the grid was stable: raise lr_find.lr_max")
+    lines.append(
+        f"the search cost {found['grad_evals']} per-example gradient evaluations "
+        f"({len(found['trials'])} trials; add them to a run's optim/grad_evals)"
+    )
     return "\n".join(lines)
 
 

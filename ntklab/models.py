@@ -1,5 +1,5 @@
-"""The nets: one-hidden-layer h(x) = <v, σ(W x)> with its options, and the deep MLP; the
-activations σ, their slopes σ′, init."""
+"""The nets: one-hidden-layer h(x) = <v, σ(W x)> with its options, the deep MLP, and the plain
+linear model ⟨w, x⟩; the activations σ, their slopes σ′, init."""
 
 from __future__ import annotations
 
@@ -137,6 +137,38 @@ class OneHiddenLayer(nn.Module):
         )
 
 
+class PlainLinear(nn.Module):
+    """f(x) = ⟨w, x⟩, w ∈ R^d: a linear model with no hidden layer and no bias, the model of
+    the lecture notes' regularised logistic regression (loss=logistic with optim.weight_decay).
+    Its kernel is X Xᵀ whatever w is. Init w ~ N(0, I_d), drawn on the CPU in float64 from
+    `generator` (or `seed`), as the hidden rows of OneHiddenLayer are."""
+
+    def __init__(
+        self,
+        d: int,
+        *,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if int(d) != d or d <= 0:
+            raise ValueError(f"d={d} must be a positive integer")
+        self.d = int(d)
+        if generator is None:
+            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        w = torch.randn(self.d, generator=generator, dtype=torch.float64)
+        self.w = nn.Parameter(w.to(device=device, dtype=dtype))
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """X (n, d) → f (n,); a single sample (d,) → scalar."""
+        return X @ self.w
+
+    def extra_repr(self) -> str:
+        return f"d={self.d}"
+
+
 def output_magnitude(model: nn.Module, X: torch.Tensor) -> torch.Tensor | None:
     """Σ_k |term_k| of the sum that forms each output, (n,) or (n, k): the scale of the output's
     rounding error (eps times it). None for a module whose last sum is not known here."""
@@ -149,6 +181,8 @@ def output_magnitude(model: nn.Module, X: torch.Tensor) -> torch.Tensor | None:
         if isinstance(model, MLP):
             mag = model.layers(X)[1][-1].abs() @ (model.out.abs() * model.multiplier).T
             return mag.squeeze(-1) if model.outputs == 1 else mag
+        if isinstance(model, PlainLinear):
+            return X.abs() @ model.w.abs()
     return None
 
 

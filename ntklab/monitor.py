@@ -84,8 +84,8 @@ class NTKMonitor:
         method = dense_method(model) if method is Method.AUTO else method
         if method is Method.STRUCTURED and not isinstance(model, STRUCTURED_MODELS):
             raise TypeError(
-                f"method='structured' is the closed form of OneHiddenLayer and MLP, not of "
-                f"{type(model).__name__}; use method='auto' or 'jacobian'"
+                "method='structured' is the closed form of OneHiddenLayer, MLP and PlainLinear, "
+                f"not of {type(model).__name__}; use method='auto' or 'jacobian'"
             )
         if k > 1 and method.matrix_free:
             raise ValueError(f"method={method.value!r} does not form the kernel of k={k} outputs")

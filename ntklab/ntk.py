@@ -20,7 +20,7 @@ from ntklab.autodiff import (
 )
 from ntklab.kernels import cross_model_ntk, model_ntk
 from ntklab.mlp_kernels import mlp_ntk
-from ntklab.models import MLP, OneHiddenLayer, trains_only_W
+from ntklab.models import MLP, OneHiddenLayer, PlainLinear, trains_only_W
 from ntklab.structured import StructuredOperator, exact_matmul  # noqa: F401  (ntk.exact_matmul)
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
@@ -33,6 +33,7 @@ class Method(str, Enum):
         (`kernels.model_ntk`): O(n²(m + d)) time and O(n² + n·chunk) memory, exact integer
         co-activation counts for the default output layer, every option included. The deep
         MLP's (`mlp_kernels.mlp_ntk`): per layer, a sensitivity Gram times an activation Gram.
+        The plain linear model's: X Xᵀ.
     JACOBIAN: per-sample Jacobians by `vmap(jacrev)`, then Σ_p J_p J_pᵀ. Any `nn.Module`, one
         output or k; O(n·k·p) memory for J (p trained parameters). The reference recipe.
     NTVP: matrix-free. K is never formed during training: λ_max and λ_min come from Lanczos on
@@ -85,16 +86,19 @@ def ntk_operator(model: nn.Module, X: torch.Tensor, dtype: torch.dtype = torch.f
     return generic
 
 
-STRUCTURED_MODELS = (OneHiddenLayer, MLP)  # the nets with a closed-form kernel
+STRUCTURED_MODELS = (OneHiddenLayer, MLP, PlainLinear)  # the models with a closed-form kernel
 
 
 def _structured(model, X1, X2, full: bool) -> torch.Tensor:
     if isinstance(model, MLP):
         return mlp_ntk(model, X1, X2, output="full" if full else None)
+    if isinstance(model, PlainLinear):  # ∇_w ⟨w, x⟩ = x: K = X1 X2ᵀ, for every w
+        K = X1 @ (X1 if X2 is None else X2).T
+        return K[:, :, None, None] if full else K
     if not isinstance(model, OneHiddenLayer):
         raise TypeError(
-            f"method='structured' is the closed form of OneHiddenLayer and MLP; "
-            f"{type(model).__name__} is neither: use method='jacobian' (any module), "
+            f"method='structured' is the closed form of OneHiddenLayer, MLP and PlainLinear; "
+            f"{type(model).__name__} is none of them: use method='jacobian' (any module), "
             "method='ntvp', or method='auto' (which picks the route that applies)"
         )
     K = model_ntk(model, X1) if X2 is None else cross_model_ntk(model, X1, X2)
@@ -133,7 +137,7 @@ def outputs_of(model: nn.Module, X: torch.Tensor) -> int:
     forward pass (after refusing layers that make the per-sample kernel undefined)."""
     if isinstance(model, MLP):
         return model.outputs
-    if isinstance(model, OneHiddenLayer):
+    if isinstance(model, (OneHiddenLayer, PlainLinear)):
         return 1
     check_module(model)
     return output_count(model, X)
@@ -172,7 +176,7 @@ def empirical_ntk(
 ) -> torch.Tensor:
     """The empirical NTK K(X1, X2) = J(X1) J(X2)ᵀ of `model` on X1 (n1, d) and X2 (n2, d)
     (X2 = X1 when None) by `method` (a Method or its name). "auto" takes the closed form for
-    OneHiddenLayer and MLP, and the generic jacobian route for any other module.
+    OneHiddenLayer, MLP and PlainLinear, and the generic jacobian route for any other module.
 
     A model with one output ((n,) or (n, 1)) gives (n1, n2). A model with k > 1 outputs needs
     `output`: "trace" gives (n1, n2), Σ_a J_a J_aᵀ; "full" gives (n1, n2, k, k), the kernel

@@ -47,9 +47,21 @@ def reshuffled(n: int, batch_size: int, generator: torch.Generator) -> list[torc
     return list(torch.randperm(n, generator=generator).split(batch_size))
 
 
-def with_replacement(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """The lecture notes' SGD: each minibatch drawn uniformly with replacement; ⌈n/b⌉ per epoch."""
-    steps = -(-n // batch_size)
+def draws(n: int, batch_size: int, pass_fraction: float = 1.0) -> int:
+    """Minibatches per epoch with replacement: ⌈pass_fraction · n/b⌉, at least one (⌈n/b⌉, a
+    pass's worth of samples, at pass_fraction = 1)."""
+    if pass_fraction == 1.0:
+        return -(-n // batch_size)
+    return max(1, math.ceil(pass_fraction * n / batch_size))
+
+
+def with_replacement(
+    n: int, batch_size: int, generator: torch.Generator, steps: int | None = None
+) -> list[torch.Tensor]:
+    """The lecture notes' SGD: each minibatch drawn uniformly with replacement; `steps` of them
+    per epoch (⌈n/b⌉ when None). The draws of a step never depend on how many follow it, so
+    an epoch of k steps is the first k steps of a longer one."""
+    steps = draws(n, batch_size) if steps is None else int(steps)
     return [torch.randint(0, n, (batch_size,), generator=generator) for _ in range(steps)]
 
 
@@ -140,10 +152,38 @@ class InverseTimeLR:
         self.epoch = int(state["epoch"])
 
 
+class InverseStepLR:
+    """1/s decay by optimiser step: step s = 1, 2, … uses lr / (1 + (s − 1)/decay_steps), the step
+    changing within an epoch (`after_step`, which the loop calls after each update). With lr =
+    1/β and decay_steps = β/λ this is ≈ 1/(λ s) once s ≫ β/λ: the steps for which SGD on a
+    λ-strongly convex loss reaches L − L* = O(1/T) whatever the epoch's length (docs/theory.md)."""
+
+    def __init__(self, lr: float, decay_steps: float = 10.0) -> None:
+        self.lr0, self.decay_steps = float(lr), float(decay_steps)
+        self.steps = 0  # optimiser steps done
+
+    def after_step(self) -> float:
+        """Called after each update; returns the next update's step."""
+        self.steps += 1
+        return self.step(math.nan)
+
+    def step(self, loss: float) -> float:
+        """Called once per epoch; returns the next step (it moves with the updates only)."""
+        return self.lr0 / (1.0 + self.steps / self.decay_steps)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"lr0": self.lr0, "decay_steps": self.decay_steps, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.lr0, self.decay_steps = float(state["lr0"]), float(state["decay_steps"])
+        self.steps = int(state["steps"])
+
+
 SCHEDULES: dict[str, type] = {
     "constant": ConstantLR,
     "plateau": PlateauLR,
     "inverse_time": InverseTimeLR,
+    "inverse_step": InverseStepLR,
 }
 
 

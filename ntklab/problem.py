@@ -13,12 +13,19 @@ from torch import nn
 from ntklab.builders import build_model, kernel_output, load_data, targets
 from ntklab.config import Config, ConfigError, check_against_data
 from ntklab.data import DataError, fingerprint
-from ntklab.losses import LOSSES
+from ntklab.losses import LOSSES, with_weight_decay
 from ntklab.measurements import InitialKernel, initial_kernel
 from ntklab.models import output_scale
 from ntklab.ntk import Method, available_bytes, dense_bytes, resolve_method
-from ntklab.optim import SAMPLERS, full_batch, make_schedule
-from ntklab.theory import cross_entropy_lr, theory_lr
+from ntklab.optim import SAMPLERS, draws, full_batch, make_schedule
+from ntklab.theory import (
+    cross_entropy_lr,
+    logistic_smoothness,
+    mean_example_grad_sq,
+    sgd_nonconvex_lr,
+    smoothness,
+    theory_lr,
+)
 from ntklab.train import Batches, TrainState
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -125,31 +132,90 @@ def make_problem(cfg: Config) -> Problem:
     method = resolve_method(ntk.method, model, X, ntk.memory_budget_mb * 2**20)
     output = kernel_output(cfg, method, model, X)
     initial = _kernel(cfg, model, X, method, output)
-    if output == "full":
-        lr_theory = cross_entropy_lr(initial.full.lambda_max, X.shape[0])
-    else:
-        lr_theory = theory_lr(initial.lambda_max, X.shape[0], output_scale(model))
+    lr_theory = _theory_step(cfg, X, initial, output_scale(model), output)
     return Problem(device, X, y, data, model, method, initial, lr_theory, batch_size, output)
 
 
+def _theory_step(
+    cfg: Config, X: torch.Tensor, initial: InitialKernel, alpha: float, output: str | None
+) -> float:
+    """1/β: the MSE's from λ_max(K_0) (plus λ of the L2 term), the full kernel's for
+    cross-entropy, (1/(4n)) Σ‖x_i‖² + λ for the logistic loss (theory.logistic_smoothness)."""
+    lam, n = cfg.optim.weight_decay, X.shape[0]
+    if cfg.loss == "logistic":
+        return 1.0 / logistic_smoothness(X, lam)
+    if output == "full":
+        return cross_entropy_lr(initial.full.lambda_max, n)
+    if lam == 0:
+        return theory_lr(initial.lambda_max, n, alpha)
+    return 1.0 / (smoothness(initial.lambda_max, n, alpha) + lam)
+
+
 def minibatches(cfg: Config, batch_size: int) -> Batches:
-    """GD's one full batch, or SGD's sampler at `batch_size`."""
-    if cfg.optim.name == "gd":
+    """GD's one full batch, or SGD's sampler at `batch_size` (with replacement, an epoch of
+    optim.pass_fraction of a pass)."""
+    opt = cfg.optim
+    if opt.name == "gd":
         return full_batch
-    sampler = SAMPLERS[cfg.optim.sampling]
+    sampler = SAMPLERS[opt.sampling]
+    extra = {} if opt.pass_fraction == 1.0 else {"pass_fraction": opt.pass_fraction}
 
     def batches(n: int, g: torch.Generator) -> list[torch.Tensor]:
+        if extra:
+            return sampler(n, batch_size, g, steps=draws(n, batch_size, **extra))
         return sampler(n, batch_size, g)
 
     return batches
+
+
+def steps_per_epoch(cfg: Config, n: int, batch_size: int) -> int:
+    """The optimiser's steps in one epoch: 1 for GD, the minibatches of an SGD epoch."""
+    opt = cfg.optim
+    if opt.name == "gd":
+        return 1
+    if opt.sampling == "replacement":
+        return draws(n, batch_size, opt.pass_fraction)
+    return -(-n // batch_size)
+
+
+def step_size(problem: Problem, cfg: Config) -> float:
+    """optim.lr as a number: the theory step for "auto"; for "nonconvex" and "nonconvex_slide"
+    SGD's constant steps for T = epochs × steps per epoch from W_0 (theory.sgd_nonconvex_lr): R =
+    L(W_0) (L* ≥ 0 taken as 0), β = 2 λ_max(K_0)/(n α²), L² = (1/n) Σ 4 r_i² K_ii / α⁴."""
+    lr = cfg.optim.lr
+    if lr == "auto":
+        return problem.lr_theory
+    if lr not in ("nonconvex", "nonconvex_slide"):
+        return float(lr)
+    K0 = problem.initial.K
+    if K0 is None:
+        raise ConfigError(
+            f"optim.lr={lr}: K_0 was not formed (ntk.method={problem.method.value}); use "
+            "ntk.method=structured or jacobian, or raise ntk.memory_budget_mb"
+        )
+    model, X, y, n = problem.model, problem.X, problem.y, problem.n
+    alpha = output_scale(model)
+    with torch.no_grad():
+        f = model(X)
+        r = (f[:, 0] if f.ndim == 2 else f) - y
+    R = float(r.double().pow(2).mean()) / alpha**2
+    beta = smoothness(problem.initial.lambda_max, n, alpha)
+    grad_sq = mean_example_grad_sq(r, torch.diagonal(K0), alpha)
+    T = max(1, cfg.epochs * steps_per_epoch(cfg, n, problem.batch_size))
+    return sgd_nonconvex_lr(R, beta, grad_sq, T, lr)
 
 
 def make_state(problem: Problem, cfg: Config, model: nn.Module | None = None) -> TrainState:
     """The loop's state at W_0 for `problem` (or for `model`, a copy of its net): the step size
     (optim.lr, or the theory step), its schedule, heavy-ball momentum and the minibatch rule."""
     opt = cfg.optim
-    lr = problem.lr_theory if opt.lr == "auto" else float(opt.lr)
-    options = {"patience": opt.patience, "factor": opt.factor, "decay_epochs": opt.decay_epochs}
+    lr = step_size(problem, cfg)
+    options = {
+        "patience": opt.patience,
+        "factor": opt.factor,
+        "decay_epochs": opt.decay_epochs,
+        "decay_steps": opt.decay_steps,
+    }
     return TrainState.create(
         problem.model if model is None else model,
         problem.X,
@@ -160,8 +226,15 @@ def make_state(problem: Problem, cfg: Config, model: nn.Module | None = None) ->
         schedule=make_schedule(opt.schedule, lr, options),
         batches=minibatches(cfg, problem.batch_size),
         seed=cfg.seed * 1000 + BATCH_STREAM,
-        loss_fn=LOSSES[cfg.loss],
+        loss_fn=training_loss(cfg),
     )
+
+
+def training_loss(cfg: Config):
+    """The loss `cfg.loss` names, with the L2 term (λ/2)‖θ‖² where optim.weight_decay = λ > 0."""
+    loss_fn = LOSSES[cfg.loss]
+    lam = cfg.optim.weight_decay
+    return with_weight_decay(loss_fn, lam) if lam > 0 else loss_fn
 
 
 def hparams(cfg: Config, problem: Problem, lr: float) -> dict[str, Any]:
@@ -182,6 +255,7 @@ def hparams(cfg: Config, problem: Problem, lr: float) -> dict[str, Any]:
         "lr_theory": problem.lr_theory,
         "batch_size": problem.batch_size,
         "momentum": opt.momentum,
+        "weight_decay": opt.weight_decay,
         "schedule": opt.schedule,
         "train_output": m.train_output,
         "alpha": m.alpha,

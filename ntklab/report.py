@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ntklab.crossover import crossovers, tail_fit
 from ntklab.figures import draw_all
-from ntklab.stats import Fit, local_slopes
+from ntklab.stats import Fit, local_slopes, loglog_fit
 from ntklab.sweep import COLUMNS, Sweep, SweepError, fits, read_sweep
 
 
@@ -86,6 +87,96 @@ def fit_lines(sweep: Sweep) -> list[str]:
     return lines
 
 
+def crossover_lines(sweep: Sweep) -> list[str]:
+    """For each series against the baseline: ε* per x, and ε* fitted ∝ x^a beside the
+    lecture's ε ≥ 1/n (a = −1)."""
+    spec, lines = sweep.spec, []
+    for label, points in crossovers(sweep).items():
+        cells = ", ".join(f"{x:g}: " + ("–" if e is None else f"{e:.3g}") for x, e in points)
+        lines.append(
+            f"ε* ({spec.crossover} ≤ ε reached with fewer {'optim/grad_evals'} by "
+            f"{spec.crossover_baseline} than by {label}), by {sweep.x}: {cells}"
+        )
+        fit = loglog_fit([x for x, _ in points], [e for _, e in points])
+        if fit is not None:
+            line = fit_line("ε*", sweep.x, label, fit)
+            lines.append(f"  {line}; the lecture: ε* ∝ {sweep.x}^-1 (SGD cheaper while ε ≥ 1/n)")
+    return lines
+
+
+def tail_lines(sweep: Sweep) -> list[str]:
+    """Each completed run's tail exponent a of tag ∝ T^a (the lecture's O(1/T): a = −1)."""
+    spec = sweep.spec
+    if spec.tail_fit is None:
+        return []
+    lines = []
+    for job in (j for j in sweep.jobs if j.completed):
+        fit = tail_fit(job, spec.tail_fit, spec.tail_from)
+        if fit is not None:
+            lines.append(
+                f"{spec.tail_fit} ∝ T^{fit.slope:.3f} ± {fit.interval:.3f} (95% CI, {fit.points} "
+                f"records with T ≥ {spec.tail_from:g} T_end; {sweep.name(job)}); the lecture: −1"
+            )
+    return lines
+
+
+SGD_BOUND_TAGS = ("pl/sgd_grad_bound", "pl/sgd_min_grad_sq")
+
+
+def _bound_runs(sweep: Sweep) -> list:
+    return [j for j in sweep.jobs if j.completed and j.value(SGD_BOUND_TAGS[0], "last")]
+
+
+def bound_table(sweep: Sweep) -> list[str]:
+    """The nonconvex SGD bound's pieces for every run that logged it, as a markdown table."""
+    done = _bound_runs(sweep)
+    if not done:
+        return []
+    head = "| run | lr | T | R = L(W_0) | β (est.) | L² | 2√(RβL²/T) | descent bound | min ‖∇L‖² |"
+    lines = [head, "|" + " --- |" * 9]
+    tags = ("optim/lr", "optim/steps", "pl/sgd_beta", "pl/sgd_grad_sq", "pl/sgd_grad_bound")
+    for job in done:
+        cells = [job.value(t, "last") for t in tags]
+        cells.insert(2, job.value("loss/train", "first"))
+        cells += [job.value(t, "last") for t in ("pl/sgd_descent_bound", "pl/sgd_min_grad_sq")]
+        lines.append(f"| {sweep.name(job)} | " + " | ".join(_fmt(c) for c in cells) + " |")
+    return lines
+
+
+def bound_verdicts(sweep: Sweep) -> list[str]:
+    """Per run: whether min_k ‖∇L(W_k)‖² stays under 2 √(R β L² / T)."""
+    lines = []
+    for job in _bound_runs(sweep):
+        bound, seen = job.value(SGD_BOUND_TAGS[0], "last"), job.value(SGD_BOUND_TAGS[1], "last")
+        verdict = "stays under" if seen <= bound else "does NOT stay under"
+        lines.append(
+            f"{sweep.name(job)}: min ‖∇L‖² = {seen:.4g} {verdict} 2√(RβL²/T) = {bound:.4g}"
+        )
+    return lines
+
+
+def _claims_section(sweep: Sweep) -> list[str]:
+    """The lecture's SGD claims a sweep's report spec asks for."""
+    out = []
+    crossing = crossover_lines(sweep)
+    if crossing:
+        out += ["## GD against SGD at equal cost", ""]
+        out += [f"- {line}" if line[0] != " " else line for line in crossing] + [""]
+    tails = tail_lines(sweep)
+    if tails:
+        out += ["## Tail exponents (L − L* ∝ T^a)", ""] + [f"- {line}" for line in tails] + [""]
+    table = bound_table(sweep)
+    if table:
+        verdicts = [f"- {line}" for line in bound_verdicts(sweep)]
+        out += ["## The nonconvex SGD bound", "", *table, "", *verdicts, ""]
+    return out
+
+
+def claim_lines(sweep: Sweep) -> list[str]:
+    """What `ntklab-report` prints of the claims sections."""
+    return [*crossover_lines(sweep), *tail_lines(sweep), *bound_verdicts(sweep)]
+
+
 def _means_section(sweep: Sweep) -> list[str]:
     """Mean ± 95% half-width over the seeds of each point, for the report's columns."""
     if not sweep.replicated:
@@ -124,6 +215,7 @@ def markdown(sweep_dir: Path, sweep: Sweep, table: list[dict[str, Any]], figures
         ]
         lines.append("")
     lines += _fit_section(sweep)
+    lines += _claims_section(sweep)
     lines += _means_section(sweep)
     cols = [c for c in table[0] if c != "message"]
     lines += ["## Runs", "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
@@ -169,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ntklab-report: error: {err}", file=sys.stderr)
         return 2
     path = write_report(args.sweep_dir, sweep)
-    for line in fit_lines(sweep):
+    for line in [*fit_lines(sweep), *claim_lines(sweep)]:
         print(line)
     bad = [j for j in sweep.jobs if not j.completed]
     for job in bad:

@@ -31,7 +31,7 @@ COLUMNS = {
     "loss_optimum": ("loss/optimum", "last"),
 }
 # The figures a report may draw (figures.py draws them).
-FIGURES = ("lambda_min", "fits", "loss_curves", "final_loss", "excess_loss")
+FIGURES = ("lambda_min", "fits", "loss_curves", "final_loss", "excess_loss", "cost_curves")
 # A report's defaults, which suit a width sweep.
 FIT = ("max_neuron_dist", "rel_change")
 SHOWN = ("lambda_min", "fits", "loss_curves", "final_loss")
@@ -129,8 +129,11 @@ class Job:
         tag, which = COLUMNS[name]
         return self.value(tag, which)
 
-    def curve(self, tag: str) -> tuple[list[int], list[float]]:
-        pairs = [(r["step"], r[tag]) for r in self.records if r.get(tag) is not None]
+    def curve(self, tag: str, x: str = "step") -> tuple[list[float], list[float]]:
+        """(x, tag) over the records that hold both (x: the step, or another logged tag)."""
+        pairs = [
+            (r[x], r[tag]) for r in self.records if r.get(tag) is not None and r.get(x) is not None
+        ]
         return [s for s, _ in pairs], [v for _, v in pairs]
 
 
@@ -190,6 +193,12 @@ class ReportSpec:
     fit: list[str] = field(default_factory=lambda: list(FIT))  # sweep.csv columns to fit
     reference_slope: Optional[float] = -0.5  # the theory's exponent, drawn beside each fit
     figures: list[str] = field(default_factory=lambda: list(SHOWN))  # what to draw
+    curve_x: str = "step"  # x of cost_curves: step (the epoch) or a tag, e.g. optim/grad_evals
+    curve_tags: list[str] = field(default_factory=lambda: ["loss/excess"])  # cost_curves' tags
+    crossover: Optional[str] = None  # a tag, e.g. loss/excess: ε* per x where the baseline wins
+    crossover_baseline: str = "optim=gd"  # the series the others are compared with (KEY=VALUE)
+    tail_fit: Optional[str] = None  # a tag fitted ∝ T^a (T = optim/steps) over each run's tail
+    tail_from: float = 0.5  # the tail: the records with T ≥ tail_from · the last T
 
 
 def read_spec(job: Path) -> ReportSpec:

@@ -51,6 +51,11 @@ class TrainState:
     lr: float = 0.0  # step size of epoch `epoch` (at epoch 0: the one epoch 1 will use)
     next_lr: float = 0.0
     loss: float = float("nan")
+    # The cost so far: optimiser steps taken, and the per-example gradients they evaluated
+    # (GD: n per step; SGD: the minibatch's size). The full-batch loss and gradient every
+    # record measures are not counted (GD's step reuses that gradient, and counts its n).
+    steps: int = 0
+    grad_evals: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     stop: Status | None = None  # set by a callback to end the run after this epoch (DIVERGED)
     message: str = ""
@@ -108,6 +113,16 @@ class TrainState:
         loss, self.grads = loss_and_grads(self.model, self.X, self.y, self.loss_fn)
         self.loss = float(loss)
 
+    def record(self) -> dict[str, float]:
+        """The tags the loop itself logs at the current epoch: the loss, the step size, the
+        optimiser's steps and its per-example gradient evaluations so far."""
+        return {
+            "loss/train": self.loss,
+            "optim/lr": self.lr,
+            "optim/grad_evals": self.grad_evals,
+            "optim/steps": self.steps,
+        }
+
     def elapsed(self) -> float:
         """Training wall time so far, across every process that worked on this run."""
         return self.wall_time_s + time.perf_counter() - self._started
@@ -122,6 +137,8 @@ class TrainState:
             "epoch": self.epoch,
             "lr": self.next_lr,
             "loss": self.loss,
+            "steps": self.steps,
+            "grad_evals": self.grad_evals,
             "optimizer": _to_cpu(self.optimizer.state_dict()),
             "schedule": _to_cpu(self.schedule.state_dict()),
             "generator": self.generator.get_state(),
@@ -151,6 +168,7 @@ class TrainState:
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         self.epoch = int(state["epoch"])
+        self.steps, self.grad_evals = int(state["steps"]), int(state["grad_evals"])
         self.lr = self.next_lr = float(state["lr"])
         self.wall_time_s = float(state["wall_time_s"])
 
@@ -200,16 +218,22 @@ def _fire(callbacks: Sequence[Callback], event: str, state: TrainState) -> None:
 def run_epoch(state: TrainState) -> None:
     """One epoch: each minibatch's gradient, then the hand-written update at state.lr."""
     model, X, y = state.model, state.X, state.y
+    per_step = getattr(state.schedule, "after_step", None)
     for idx in state.batches(state.n, state.generator):
         if idx is None:  # all n samples: the gradient evaluate() left on the state
             grads = state.grads
             if grads is None:
                 grads = loss_and_grads(model, X, y, state.loss_fn)[1]
+            state.grad_evals += state.n
         else:
             idx = idx.to(X.device)
             _, grads = loss_and_grads(model, X[idx], y[idx], state.loss_fn)
+            state.grad_evals += len(idx)
         state.optimizer.step(grads, state.lr)
+        state.steps += 1
         state.grads = None
+        if per_step is not None:  # a schedule whose step moves with every update
+            state.lr = per_step()
 
 
 class StopSignals:
@@ -249,7 +273,7 @@ def _epoch(state: TrainState, callbacks: Sequence[Callback]) -> None:
     state.epoch += 1
     state.K = state.spectrum = state.K_full = state.K_before = None
     state.evaluate()
-    state.metrics = {"loss/train": state.loss, "optim/lr": state.lr}
+    state.metrics = state.record()
     state.next_lr = state.schedule.step(state.loss)
     _fire(callbacks, "on_epoch_end", state)
     state.lr = state.next_lr
@@ -266,7 +290,8 @@ def fit(state: TrainState, callbacks: Sequence[Callback] = (), resume: bool = Fa
         _fire(callbacks, "on_train_start", state)
         if not resume:
             state.epoch, state.next_lr = 0, state.lr
-            state.metrics = {"loss/train": state.loss, "optim/lr": state.lr}
+            state.steps = state.grad_evals = 0
+            state.metrics = state.record()
             _fire(callbacks, "on_epoch_end", state)
         while state.epoch < state.epochs and not state.stop:
             if signals.received is not None:

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ntklab.report import fit_line
+from ntklab.report import bound_table, bound_verdicts, crossover_lines, fit_line, tail_lines
 from ntklab.rundir import RunFolder
 from ntklab.stats import local_slopes, loglog_fit
 from ntklab.sweep import Job, Sweep, fits, read_sweep
@@ -34,6 +34,10 @@ SHORTENED = {
     "sgd_floor": [],
     "lazy_vs_rich": [],
     "seeds": [],
+    "gd_vs_sgd": [],
+    "sgd_tail": [],
+    # 600 one-example steps instead of 1000 (the kernel every 50): a block of about 1.5 minutes
+    "sgd_nonconvex": ["epochs=600"],
 }
 
 
@@ -328,12 +332,54 @@ def seeds(tmp: Path) -> str:
     return "```\n" + proc.stdout.replace(str(folder), "runs/multirun/widths").rstrip() + "\n```"
 
 
+# --- the SGD claims: gd_vs_sgd, sgd_tail, sgd_nonconvex ---------------------------------------
+
+
+def gd_vs_sgd(tmp: Path) -> str:
+    result = sweep(tmp / "gd_vs_sgd", "experiment=gd_vs_sgd", *SHORTENED["gd_vs_sgd"])
+    lines = ["The sweep report's lines:", ""]
+    lines += [f"- `{line}`" if line[0] != " " else f"  `{line.strip()}`" for line in
+              crossover_lines(result)]  # fmt: skip
+    finals = []
+    for n in (64, 1024):
+        cells = []
+        for optim in ("gd", "sgd", "sgd_decay"):
+            job = job_by(result, data__n=n, optim=optim)
+            cells.append(f"{optim} {e(job.value('loss/excess', 'last'))}")
+        finals.append(f"n = {n}: " + ", ".join(cells))
+    lines += ["", "L − L* after 30 passes: " + "; ".join(finals) + "."]
+    return "\n".join(lines)
+
+
+def sgd_tail(tmp: Path) -> str:
+    result = sweep(tmp / "sgd_tail", "experiment=sgd_tail", *SHORTENED["sgd_tail"])
+    lines = ["The sweep report's lines:", ""]
+    lines += [f"- `{line}`" for line in tail_lines(result)]
+    ends = []
+    for schedule in ("constant", "inverse_time"):
+        job = job_by(result, optim__schedule=schedule)
+        excess, lr = job.value("loss/excess", "last"), job.value("optim/lr", "last")
+        ends.append(f"{schedule} {e(excess)} (final lr {e(lr)})")
+    lines += ["", "Final L − L*: " + ", ".join(ends) + "."]
+    return "\n".join(lines)
+
+
+def sgd_nonconvex(tmp: Path) -> str:
+    result = sweep(tmp / "sgd_nonconvex", "experiment=sgd_nonconvex", *SHORTENED["sgd_nonconvex"])
+    lines = [*bound_table(result), ""]
+    lines += [f"- {line}" for line in bound_verdicts(result)]
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "pl_linear": pl_linear,
     "width_sweep": width_sweep,
     "sgd_floor": sgd_floor,
     "lazy_vs_rich": lazy_vs_rich,
     "seeds": seeds,
+    "gd_vs_sgd": gd_vs_sgd,
+    "sgd_tail": sgd_tail,
+    "sgd_nonconvex": sgd_nonconvex,
 }
 
 # --- the docs --------------------------------------------------------------------------------

@@ -151,7 +151,7 @@ def test_other_errors_speak_python() -> None:
     model = MODULES[0][1]
     with pytest.raises(TypeError, match=r"method is keyword-only: empirical_ntk\(model, X, meth"):
         empirical_ntk(model, data(5, 4), "jacobian")
-    with pytest.raises(TypeError, match="Sequential is neither: use method='jacobian'"):
+    with pytest.raises(TypeError, match="Sequential is none of them: use method='jacobian'"):
         empirical_ntk(model, data(5, 4), method="structured")
     square = nn.Sequential(nn.Linear(4, 6), nn.Unflatten(1, (2, 3))).double()
     with pytest.raises(ValueError, match=r"returned shape \(1, 2, 3\).*\(n,\) or \(n, k\)"):

@@ -5,8 +5,12 @@ import copy
 import pytest
 import torch
 
-from ntklab.optim import reshuffled
-from ntklab.train import fit, loss_and_grads, mse
+from ntklab.config import load
+from ntklab.optim import draws, full_batch, reshuffled, with_replacement
+from ntklab.problem import minibatches, steps_per_epoch
+from ntklab.train import Callback, fit, loss_and_grads, mse
+
+from conftest import compose_config
 
 F64 = torch.float64
 
@@ -68,3 +72,54 @@ def test_sgd_minibatch_step_uses_the_batch_gradient(make_state):
         W = W - 0.05 * g
     fit(state)
     assert torch.allclose(state.model.W.detach(), W, rtol=0, atol=1e-13)
+
+
+def _counts(state, resume: bool = False) -> list[tuple[int, int]]:
+    """(optim/steps, optim/grad_evals) of every record of a run of `state`."""
+    seen = []
+
+    class Record(Callback):
+        def on_epoch_end(self, s) -> None:
+            seen.append((s.metrics["optim/steps"], s.metrics["optim/grad_evals"]))
+
+    fit(state, [Record()], resume=resume)
+    return seen
+
+
+def test_gd_counts_n_gradients_per_step(make_state):
+    assert _counts(make_state(epochs=3)) == [(0, 0), (1, 12), (2, 24), (3, 36)]
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_counts_each_minibatch_it_draws(make_state, momentum):
+    # n = 12, b = 5: reshuffled passes have batches 5, 5, 2; with replacement ⌈12/5⌉ = 3 draws
+    # of 5 each; momentum changes the update, never what was evaluated
+    shuffled = make_state(epochs=2, momentum=momentum, batches=lambda n, g: reshuffled(n, 5, g))
+    assert _counts(shuffled) == [(0, 0), (3, 12), (6, 24)]
+    drawn = make_state(epochs=2, momentum=momentum,
+                       batches=lambda n, g: with_replacement(n, 5, g))  # fmt: skip
+    assert _counts(drawn) == [(0, 0), (3, 15), (6, 30)]
+
+
+def test_the_counts_are_part_of_the_state_a_run_resumes_from(make_state):
+    state = make_state(epochs=2, batches=lambda n, g: reshuffled(n, 5, g))
+    fit(state)
+    saved = state.state_dict()
+    assert (saved["steps"], saved["grad_evals"]) == (6, 24)
+    again = make_state(epochs=3, batches=lambda n, g: reshuffled(n, 5, g))
+    again.load_state_dict(saved)
+    assert _counts(again, resume=True) == [(9, 36)]  # epoch 3 only, counted on from epoch 2
+
+
+def test_an_epoch_with_replacement_may_be_a_fraction_of_a_pass():
+    cfg = load(compose_config("optim=sgd", "optim.sampling=replacement",
+                              "optim.pass_fraction=0.25", "optim.batch_size=3"))  # fmt: skip
+    short = minibatches(cfg, 3)(40, torch.Generator().manual_seed(5))
+    assert [len(b) for b in short] == [3] * 4  # ⌈0.25 · 40/3⌉ = 4 draws of 3
+    assert steps_per_epoch(cfg, 40, 3) == 4
+    whole = with_replacement(40, 3, torch.Generator().manual_seed(5))
+    assert len(whole) == 14
+    assert all(torch.equal(a, b) for a, b in zip(short, whole[:4], strict=True))
+    assert draws(40, 3) == 14 and draws(40, 3, 2.0) == 27 and draws(40, 3, 1e-9) == 1
+    gd = load(compose_config("optim.pass_fraction=0.25"))  # SGD's key: GD takes one step
+    assert minibatches(gd, 40) is full_batch and steps_per_epoch(gd, 40, 40) == 1

@@ -13,7 +13,15 @@ from ntklab.sweep import loglog_fit
 
 from conftest import compose_config, run_cli
 
-PRESETS = ["pl_linear", "width_sweep", "sgd_floor", "lazy_vs_rich"]
+PRESETS = [
+    "pl_linear",
+    "width_sweep",
+    "sgd_floor",
+    "lazy_vs_rich",
+    "gd_vs_sgd",
+    "sgd_tail",
+    "sgd_nonconvex",
+]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -110,3 +118,54 @@ def test_lazy_vs_rich_short(tmp_path) -> None:
     rich, lazy = _final(_job(tmp_path, "model.alpha=0.3")), _final(_job(tmp_path, "model.alpha=10"))
     assert lazy["ntk/kernel_distance"] < rich["ntk/kernel_distance"] / 10
     assert lazy["weights/rel_dist_from_init"] < rich["weights/rel_dist_from_init"]
+
+
+def test_the_sgd_presets_ask_for_what_the_lecture_assumes() -> None:
+    cfg = load(compose_config("experiment=gd_vs_sgd"))
+    assert (cfg.model.name, cfg.loss, cfg.optim.weight_decay) == ("plain_linear", "logistic", 0.1)
+    assert cfg.report.crossover == "loss/excess" and cfg.report.curve_x == "optim/grad_evals"
+    decay = load(compose_config("experiment=gd_vs_sgd", "optim=sgd_decay"))
+    assert decay.optim.schedule == "inverse_step" and decay.optim.batch_size == 1
+    tail = load(compose_config("experiment=sgd_tail"))
+    assert tail.report.tail_fit == "loss/excess"
+    bound = load(compose_config("experiment=sgd_nonconvex"))
+    # one one-example step per epoch: every iterate is recorded
+    assert bound.optim.pass_fraction * bound.data.n == bound.optim.batch_size == 1
+
+
+@pytest.mark.slow
+def test_gd_vs_sgd_short(tmp_path) -> None:
+    _ntklab(
+        "-m", "experiment=gd_vs_sgd", "data.n=32,128", "epochs=12", f"hydra.sweep.dir={tmp_path}"
+    )
+    report = (tmp_path / "report.md").read_text()
+    assert "## GD against SGD at equal cost" in report
+    assert "ε* ∝ data.n^" in report and "the lecture: ε* ∝ data.n^-1" in report
+    assert (tmp_path / "loss_excess_vs_cost.png").exists()
+    for optim in ("gd", "sgd", "sgd_decay"):  # the same budget: 12 passes of n = 32
+        last = _rows(tmp_path / f"data.n=32,epochs=12,optim={optim}")[-1]
+        assert last["optim/grad_evals"] == 12 * 32
+
+
+@pytest.mark.slow
+def test_sgd_nonconvex_short(tmp_path) -> None:
+    _ntklab("-m", "experiment=sgd_nonconvex", "epochs=60", "ntk.every=20",
+            f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    report = (tmp_path / "report.md").read_text()
+    assert "## The nonconvex SGD bound" in report
+    rows = _rows(_job(tmp_path, "optim.lr=nonconvex"))
+    assert [r["optim/steps"] for r in rows] == list(range(61))
+    assert all(
+        r["pl/sgd_min_grad_sq"] <= r["pl/ratio"] * r["loss/train"] * (1 + 1e-5) for r in rows
+    )  # float32 gradients: pl/ratio and the float64 minimum round apart
+
+
+@pytest.mark.slow
+def test_sgd_tail_short(tmp_path) -> None:
+    _ntklab("-m", "experiment=sgd_tail", "data.n=64", "epochs=20", f"hydra.sweep.dir={tmp_path}")
+    report = (tmp_path / "report.md").read_text()
+    assert "## Tail exponents (L − L* ∝ T^a)" in report
+    assert report.count("records with T ≥ 0.2 T_end") == 2
+    constant = _final(_job(tmp_path, "optim.schedule=constant"))
+    decaying = _final(_job(tmp_path, "optim.schedule=inverse_time"))
+    assert decaying["optim/lr"] < constant["optim/lr"]

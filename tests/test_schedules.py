@@ -10,12 +10,14 @@ import torch
 from ntklab.optim import (
     SCHEDULES,
     ConstantLR,
+    InverseStepLR,
     InverseTimeLR,
     PlateauLR,
     make_schedule,
     reshuffled,
     with_replacement,
 )
+from ntklab.train import fit
 
 from conftest import run_cli
 
@@ -48,6 +50,23 @@ def test_inverse_time_decay() -> None:
     # epoch t + 1 uses lr / (1 + t / decay_epochs)
     assert steps == pytest.approx([2.0 / (1 + t / 4) for t in range(1, 9)])
     assert steps[3] == pytest.approx(1.0)
+
+
+def test_inverse_step_decays_with_every_update(make_state) -> None:
+    s = InverseStepLR(2.0, decay_steps=4)
+    assert s.step(1.0) == 2.0
+    assert [s.after_step() for _ in range(8)] == pytest.approx(
+        [2.0 / (1 + k / 4) for k in range(1, 9)]
+    )
+    # in the loop: an epoch of 12 one-example steps uses the 12 steps of the sequence
+    one = lambda n, g: list(torch.randperm(n, generator=g).split(1))  # noqa: E731
+    state = make_state(epochs=2, batches=one, schedule=InverseStepLR(0.3, decay_steps=4))
+    lrs = []
+    step = state.optimizer.step
+    state.optimizer.step = lambda grads, lr: (lrs.append(lr), step(grads, lr))
+    fit(state)
+    assert len(lrs) == 2 * state.n
+    assert lrs == pytest.approx([state.schedule.lr0 / (1 + k / 4) for k in range(2 * state.n)])
 
 
 OPTIONS = {"patience": 2, "factor": 0.1, "decay_epochs": 3}
