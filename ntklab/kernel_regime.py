@@ -160,7 +160,8 @@ class KernelPrediction(Callback):
         elif K0 is None:
             warnings.warn(
                 f"n={n}: K_0's eigenvectors do not fit ntk.memory_budget_mb, so "
-                "loss/kernel_prediction and loss/kernel_inf_prediction are not logged",
+                "the kernel predictions (loss/kernel_prediction, loss/kernel_inf_prediction, "
+                "loss/test_kernel_prediction) are not logged",
                 stacklevel=2,
             )
         if K0 is not None:
