@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 from pathlib import Path
@@ -13,7 +14,7 @@ from ntklab.sweep import loglog_fit
 
 from conftest import compose_config, run_cli
 
-PRESETS = ["pl_linear", "width_sweep", "sgd_floor", "lazy_vs_rich"]
+PRESETS = ["pl_linear", "width_sweep", "sgd_floor", "lazy_vs_rich", "kernel_regime"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -110,3 +111,22 @@ def test_lazy_vs_rich_short(tmp_path) -> None:
     rich, lazy = _final(_job(tmp_path, "model.alpha=0.3")), _final(_job(tmp_path, "model.alpha=10"))
     assert lazy["ntk/kernel_distance"] < rich["ntk/kernel_distance"] / 10
     assert lazy["weights/rel_dist_from_init"] < rich["weights/rel_dist_from_init"]
+
+
+@pytest.mark.slow
+def test_kernel_regime_short(tmp_path) -> None:
+    """Two widths, one seed, 40 epochs: the wide net follows its kernel prediction more closely
+    and stays closer to its linearisation, and the report fits the columns it names."""
+    _ntklab(
+        "-m",
+        "experiment=kernel_regime",
+        "model.width=32,2048",
+        "seed=0",
+        "epochs=40",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    rows = {int(r["model.width"]): r for r in csv.DictReader(open(tmp_path / "sweep.csv"))}
+    for column in ("kernel_deviation", "linearization_gap", "test_kernel_deviation"):
+        assert float(rows[2048][column]) < float(rows[32][column]), column
+    assert "loss/kernel_prediction" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "kernel_prediction.png").exists()
