@@ -152,21 +152,39 @@ def curves(sweep: Sweep, folder: Path, tag: str, name: str, title: str) -> str:
     return _save(fig, ax, folder, name)
 
 
+def _point_name(sweep: Sweep, job: Job) -> str:
+    """The point a job belongs to, seeds aside: e.g. "model.width=64" (with its series when the
+    sweep has several; the job's swept values when there is no x)."""
+    if sweep.x is None:
+        return sweep.name(job)
+    point = f"{sweep.x}={sweep.position(job):g}"
+    return point if len(sweep.groups()) == 1 else f"{sweep.label(job)}, {point}"
+
+
 def prediction_curves(sweep: Sweep, folder: Path) -> str:
-    """|L_t / P_t − 1| against epoch, one colour per job: the network's loss against the
-    linearised model's prediction (solid: training set, dotted: held-out set)."""
+    """|L_t / P_t − 1| against epoch (t ≥ 1: at t = 0 both are the loss at init), one colour per
+    job, seeds of one point sharing it and its legend entry, on a log scale where every value is
+    positive: the network's loss against the linearised model's prediction (solid: training
+    set, dotted: held-out set)."""
     title = "network vs kernel prediction |L_t / P_t − 1| (solid: train, dotted: test)"
     fig, ax = _new(title, "epoch", "|L_t / P_t − 1|")
     colour = _colours(sweep)
     pairs = (("loss/train", "loss/kernel_prediction", "-"),
              ("loss/test", "loss/test_kernel_prediction", ":"))  # fmt: skip
+    labelled = set()
     for job in sweep.jobs:
         for loss, prediction, style in pairs:
-            points = [(r["step"], abs(r[loss] / r[prediction] - 1)) for r in job.records
-                      if r.get(loss) is not None and r.get(prediction)]  # fmt: skip
-            if points:
-                label = sweep.name(job) if style == "-" else None
-                ax.plot(*zip(*points, strict=True), style, color=colour(job), label=label, lw=1.2)
+            points = [
+                (r["step"], abs(r[loss] / r[prediction] - 1))
+                for r in job.records
+                if r["step"] >= 1 and r.get(loss) is not None and r.get(prediction)
+            ]
+            if not points:
+                continue
+            name = _point_name(sweep, job)
+            label = name if style == "-" and name not in labelled else None
+            labelled.add(name)
+            ax.plot(*zip(*points, strict=True), style, color=colour(job), label=label, lw=1.2)
     _log_y_if_positive(ax)
     return _save(fig, ax, folder, "kernel_prediction.png")
 
