@@ -115,6 +115,25 @@ def kernel_product(
     return KU.detach()
 
 
+def linear_part(
+    model: nn.Module, X: torch.Tensor, params0: Tensors
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(X; θ_0) and J_0 (θ − θ_0), each (n, k): the model's output at the trained parameters
+    `params0` (their values at init, by name) and the first-order change its current trained
+    parameters θ make, by one forward-mode product (torch.func.jvp) at θ_0, never forming J.
+    f(θ_0) + J_0 (θ − θ_0) is the linearised model at θ."""
+    params, frozen = split_parameters(model)
+    base = {k: params0[k].to(p.dtype) for k, p in params.items()}
+    tangent = {k: p - base[k] for k, p in params.items()}
+
+    def outputs(p: Tensors) -> torch.Tensor:
+        return as_outputs(functional_call(model, (p, frozen), (X,)), X.shape[0])
+
+    with exact_matmul():
+        f0, change = jvp(outputs, (base,), (tangent,))
+    return f0.detach(), change.detach()
+
+
 def assembled_kernel(
     model: nn.Module, X1: torch.Tensor, X2: torch.Tensor | None, k: int, full: bool
 ) -> torch.Tensor:

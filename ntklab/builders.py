@@ -18,8 +18,8 @@ from ntklab.data import (
     load_csv,
     load_custom,
     load_digits,
-    make_synthetic,
     sign_labels,
+    synthetic_split,
 )
 from ntklab.models import MLP, OneHiddenLayer, PlainLinear
 from ntklab.ntk import Method, dense_bytes
@@ -28,28 +28,49 @@ from ntklab.targets import check_call, locate
 Builder = Callable[[Config, int, int, dict], nn.Module]
 
 
-def load_data(cfg: Config, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+Data = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+
+
+def load_data(cfg: Config, seed: int, test_seed: int | None = None) -> Data:
     """X (n, d), y (n,) in float64 on the CPU, from the `data` config group (`seed` draws the
-    synthetic data and the digits' subset)."""
+    synthetic data and the digits' subset), and the held-out set X_test, y_test (None without
+    one): `data.n_test` more synthetic points drawn with `test_seed`, or the CSV
+    `data.test_path`."""
     dat = cfg.data
     if dat.name == "csv":
-        try:
-            return load_csv(dat.path)
-        except OSError as err:  # unreadable: permissions, a broken link, an I/O error
-            raise DataError(f"data.path={dat.path}: cannot be read ({err.strerror})") from None
+        X, y = _read_csv(dat.path, "data.path")
+        if dat.test_path is None:
+            return X, y, None, None
+        X_test, y_test = _read_csv(dat.test_path, "data.test_path")
+        if X_test.shape[1] != X.shape[1]:
+            raise DataError(
+                f"data.test_path={dat.test_path}: rows have {X_test.shape[1] + 1} columns and "
+                f"those of data.path={dat.path} have {X.shape[1] + 1}; a held-out file needs "
+                "the training file's columns (the features, then y)"
+            )
+        return X, y, X_test, y_test
     if dat.name == "digits":
-        return load_digits(dat.n, seed=seed)
+        return (*load_digits(dat.n, seed=seed), None, None)
     if dat.name == "custom":
-        return load_custom(dat._target_, dat.kwargs)
-    return make_synthetic(
+        return (*load_custom(dat._target_, dat.kwargs), None, None)
+    return synthetic_split(
         dat.name,
         dat.n,
         dat.d,
+        dat.n_test or 0,
         target=dat.target,
         teacher_width=dat.teacher_width,
         noise=dat.noise,
         seed=seed,
+        test_seed=test_seed,
     )
+
+
+def _read_csv(path: str, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        return load_csv(path, key)
+    except OSError as err:  # unreadable: permissions, a broken link, an I/O error
+        raise DataError(f"{key}={path}: cannot be read ({err.strerror})") from None
 
 
 def _one_hidden_layer(cfg: Config, d: int, outputs: int, to: dict) -> nn.Module:

@@ -51,6 +51,8 @@ class DataConfig:
     n: Optional[int] = 128  # samples (csv, custom: from the data; digits: a subset, null = all)
     d: Optional[int] = 16  # input dimension (csv, digits, custom: from the data)
     path: Optional[str] = None  # csv only: the file
+    n_test: Optional[int] = None  # sphere, gaussian: held-out points of the same law (null: none)
+    test_path: Optional[str] = None  # csv only: a held-out file with the same columns
     target: str = "teacher"  # teacher | linear | random
     teacher_width: int = 8  # width of the random ReLU teacher
     noise: float = 0.0  # std of label noise, added after y is scaled to unit variance
@@ -248,6 +250,7 @@ FROM_DATA = {"csv": ("n", "d"), "custom": ("n", "d"), "digits": ("d",)}  # sizes
 def _validate_data(dat: DataConfig) -> None:
     _choice("data", dat.name, DATA)
     check_target("data", dat.name, dat._target_, dat.kwargs, ConfigError)
+    _validate_test_set(dat)
     if dat.name == "csv":
         if not dat.path:
             _fail("data.path", dat.path, "data=csv needs data.path=FILE")
@@ -265,6 +268,24 @@ def _validate_data(dat: DataConfig) -> None:
             _fail("data.teacher_width", dat.teacher_width, "must be a positive integer")
     if not math.isfinite(dat.noise) or dat.noise < 0:
         _fail("data.noise", dat.noise, "must be a finite number ≥ 0")
+
+
+def _validate_test_set(dat: DataConfig) -> None:
+    """A held-out set: data.n_test more points of a synthetic law, or a CSV's data.test_path."""
+    if dat.n_test is not None:
+        if dat.name not in INPUTS:
+            _fail("data.n_test", dat.n_test, f"draws held-out points of the synthetic data "
+                  f"({', '.join(INPUTS)}), not of data={dat.name}"
+                  + ("; use data.test_path=FILE" if dat.name == "csv" else ""))  # fmt: skip
+        if isinstance(dat.n_test, bool) or dat.n_test <= 0:
+            _fail("data.n_test", dat.n_test, "must be a positive integer (null: no test set)")
+    if dat.test_path is not None:
+        if dat.name != "csv":
+            fix = "use data.n_test=N" if dat.name in INPUTS else "leave it unset"
+            _fail("data.test_path", dat.test_path, f"is a held-out file for data=csv, not for "
+                  f"data={dat.name}; {fix}")  # fmt: skip
+        if not dat.test_path:
+            _fail("data.test_path", dat.test_path, "must be the path of a CSV file, or null")
 
 
 def _validate_optim(opt: OptimConfig) -> None:

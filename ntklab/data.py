@@ -36,30 +36,79 @@ INPUTS: dict[str, Callable[[int, int, torch.Generator], torch.Tensor]] = {
 }
 
 
-def _teacher(X: torch.Tensor, width: int, generator: torch.Generator) -> torch.Tensor:
+# A label rule: drawn once from the data generator (the teacher's weights, β), then applied to
+# inputs X (n, d) with a generator for the draws a rule makes per point (`random`'s labels).
+Rule = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _teacher(d: int, width: int, generator: torch.Generator) -> Rule:
     # A random ReLU net of its own width: a non-linear target the student can fit
     # only by moving its features, unlike a linear one.
-    n, d = X.shape
     U = torch.randn(width, d, generator=generator, dtype=torch.float64) * math.sqrt(d)
     a = torch.randint(0, 2, (width,), generator=generator, dtype=torch.float64) * 2 - 1
-    return torch.relu(X @ U.T) @ a / math.sqrt(width)
+    return lambda X, g: torch.relu(X @ U.T) @ a / math.sqrt(width)
 
 
-def _linear(X: torch.Tensor, width: int, generator: torch.Generator) -> torch.Tensor:
-    beta = torch.randn(X.shape[1], generator=generator, dtype=torch.float64)
-    return X @ beta
+def _linear(d: int, width: int, generator: torch.Generator) -> Rule:
+    beta = torch.randn(d, generator=generator, dtype=torch.float64)
+    return lambda X, g: X @ beta
 
 
-def _random(X: torch.Tensor, width: int, generator: torch.Generator) -> torch.Tensor:
+def _random(d: int, width: int, generator: torch.Generator) -> Rule:
     # Labels independent of the inputs: pure memorisation.
-    return torch.randn(X.shape[0], generator=generator, dtype=torch.float64)
+    return lambda X, g: torch.randn(X.shape[0], generator=g, dtype=torch.float64)
 
 
-TARGETS: dict[str, Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]] = {
+TARGETS: dict[str, Callable[[int, int, torch.Generator], Rule]] = {
     "teacher": _teacher,
     "linear": _linear,
     "random": _random,
 }
+
+
+def synthetic_split(
+    kind: str,
+    n: int,
+    d: int,
+    n_test: int = 0,
+    *,
+    target: str = "teacher",
+    teacher_width: int = 8,
+    noise: float = 0.0,
+    seed: int = 0,
+    test_seed: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """X (n, d), y (n,) as `make_synthetic` draws them, and `n_test` held-out points X_test
+    (n_test, d), y_test (n_test,) of the same distribution: the same input law, the same label
+    rule (the teacher drawn for the training data), centred and scaled by the training labels'
+    mean and standard deviation, with label noise of the same size. The held-out points come
+    from a generator of their own (`test_seed`), so the training data of a seed are the same
+    with or without them. X_test, y_test are None when n_test = 0."""
+    if kind not in INPUTS:
+        raise DataError(f"data={kind!r} is unknown; choose one of {sorted(INPUTS)} or csv")
+    if target not in TARGETS:
+        raise DataError(f"data.target={target!r} is unknown; choose one of {sorted(TARGETS)}")
+    g = torch.Generator().manual_seed(int(seed))
+    X = INPUTS[kind](n, d, g)
+    rule = TARGETS[target](d, teacher_width, g)
+    y = rule(X, g)
+    mean = y.mean()
+    y = y - mean
+    scale = y.std() if n > 1 else y.abs().max()
+    if scale > 0:
+        y = y / scale
+    if noise > 0:
+        y = y + noise * torch.randn(n, generator=g, dtype=torch.float64)
+    if not n_test:
+        return X, y, None, None
+    g_test = torch.Generator().manual_seed(int(seed if test_seed is None else test_seed))
+    X_test = INPUTS[kind](n_test, d, g_test)
+    y_test = rule(X_test, g_test) - mean
+    if scale > 0:
+        y_test = y_test / scale
+    if noise > 0:
+        y_test = y_test + noise * torch.randn(n_test, generator=g_test, dtype=torch.float64)
+    return X, y, X_test, y_test
 
 
 def make_synthetic(
@@ -74,35 +123,25 @@ def make_synthetic(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """X (n, d) and y (n,), float64; y is centred and scaled to unit variance, then
     label noise N(0, noise²) is added."""
-    if kind not in INPUTS:
-        raise DataError(f"data={kind!r} is unknown; choose one of {sorted(INPUTS)} or csv")
-    if target not in TARGETS:
-        raise DataError(f"data.target={target!r} is unknown; choose one of {sorted(TARGETS)}")
-    g = torch.Generator().manual_seed(int(seed))
-    X = INPUTS[kind](n, d, g)
-    y = TARGETS[target](X, teacher_width, g)
-    y = y - y.mean()
-    scale = y.std() if n > 1 else y.abs().max()
-    if scale > 0:
-        y = y / scale
-    if noise > 0:
-        y = y + noise * torch.randn(n, generator=g, dtype=torch.float64)
+    X, y, _, _ = synthetic_split(
+        kind, n, d, target=target, teacher_width=teacher_width, noise=noise, seed=seed
+    )
     return X, y
 
 
-def _parse_row(row: list[str], lineno: int, path: Path) -> list[float]:
+def _parse_row(row: list[str], lineno: int, path: Path, key: str) -> list[float]:
     values = []
     for col, cell in enumerate(row, start=1):
         try:
             value = float(cell)
         except ValueError:
             raise DataError(
-                f"data.path={path}: line {lineno}, column {col} holds {cell.strip()!r}, "
+                f"{key}={path}: line {lineno}, column {col} holds {cell.strip()!r}, "
                 "not a number (every cell after an optional header must be numeric)"
             ) from None
         if not math.isfinite(value):
             raise DataError(
-                f"data.path={path}: line {lineno}, column {col} holds {cell.strip()!r}; "
+                f"{key}={path}: line {lineno}, column {col} holds {cell.strip()!r}; "
                 "NaN and infinite values are not allowed (clean or drop that row)"
             )
         values.append(value)
@@ -117,15 +156,16 @@ def _is_header(row: list[str]) -> bool:
     return False
 
 
-def load_csv(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read a CSV of numbers (optional header row; last column is y): X (n, d), y (n,), float64."""
+def load_csv(path: str | os.PathLike, key: str = "data.path") -> tuple[torch.Tensor, torch.Tensor]:
+    """Read a CSV of numbers (optional header row; last column is y): X (n, d), y (n,), float64.
+    `key` is the config key the messages name (data.test_path for a held-out file)."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"data.path={path}: no such file (give the path of a CSV file)")
+        raise DataError(f"{key}={path}: no such file (give the path of a CSV file)")
     if path.is_dir():
-        raise DataError(f"data.path={path}: is a directory, not a CSV file")
+        raise DataError(f"{key}={path}: is a directory, not a CSV file")
     if not path.is_file():  # a FIFO, socket or device would block or never end
-        raise DataError(f"data.path={path}: is not a regular file; give the path of a CSV file")
+        raise DataError(f"{key}={path}: is not a regular file; give the path of a CSV file")
     try:
         # utf-8-sig: a byte-order mark (as some spreadsheets write) is not part of the first cell
         with path.open(newline="", encoding="utf-8-sig") as f:
@@ -133,42 +173,57 @@ def load_csv(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
                 (i, r) for i, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)
             ]
     except UnicodeDecodeError:
-        raise DataError(f"data.path={path}: is not a UTF-8 text CSV file") from None
+        raise DataError(f"{key}={path}: is not a UTF-8 text CSV file") from None
     if not rows:
-        raise DataError(f"data.path={path}: the file is empty (need rows of features then y)")
+        raise DataError(f"{key}={path}: the file is empty (need rows of features then y)")
     if _is_header(rows[0][1]):
         rows = rows[1:]
         if not rows:
-            raise DataError(f"data.path={path}: holds a header row but no data rows")
+            raise DataError(f"{key}={path}: holds a header row but no data rows")
     width = len(rows[0][1])
     if width < 2:
         other = next((sep for sep in ";\t|" if sep in rows[0][1][0]), None)
         hint = f" (values seem separated by {other!r}: save the file with commas)" if other else ""
         raise DataError(
-            f"data.path={path}: rows have a single column{hint}; need at least one feature "
+            f"{key}={path}: rows have a single column{hint}; need at least one feature "
             "column and the target y as the last column, separated by commas"
         )
     data = []
     for lineno, row in rows:
         if len(row) != width:
             raise DataError(
-                f"data.path={path}: line {lineno} has {len(row)} columns, expected {width} "
+                f"{key}={path}: line {lineno} has {len(row)} columns, expected {width} "
                 "(every row needs the same number of comma-separated values)"
             )
-        data.append(_parse_row(row, lineno, path))
+        data.append(_parse_row(row, lineno, path, key))
     table = torch.tensor(data, dtype=torch.float64)
     return table[:, :-1].contiguous(), table[:, -1].contiguous()
 
 
-def fingerprint(X: torch.Tensor, y: torch.Tensor, path: str | os.PathLike | None = None) -> dict:
+def _sha256(t: torch.Tensor) -> str:
+    data = t.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def fingerprint(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    path: str | os.PathLike | None = None,
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    test_path: str | os.PathLike | None = None,
+) -> dict:
     """What identifies a data set: n, d and the SHA-256 of X and y (float64, row-major) and, for
-    a file, of its bytes. A resumed run must see the same one."""
+    a file, of its bytes; with a held-out set `test` = (X_test, y_test) also n_test and their
+    SHA-256 (and of `test_path`'s bytes). A resumed run must see the same one."""
     found: dict = {"n": int(X.shape[0]), "d": int(X.shape[1])}
-    for name, t in (("X", X), ("y", y)):
-        data = t.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()
-        found[f"sha256_{name}"] = hashlib.sha256(data).hexdigest()
+    found.update(sha256_X=_sha256(X), sha256_y=_sha256(y))
     if path is not None:
         found["sha256_file"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    if test is not None:
+        found["n_test"] = int(test[0].shape[0])
+        found.update(sha256_X_test=_sha256(test[0]), sha256_y_test=_sha256(test[1]))
+    if test_path is not None:
+        found["sha256_test_file"] = hashlib.sha256(Path(test_path).read_bytes()).hexdigest()
     return found
 
 

@@ -33,6 +33,7 @@ from ntklab.diagnostics import (
     RateDiagnostics,
     SGDBound,
 )
+from ntklab.kernel_regime import HeldOutLoss, KernelPrediction, LinearizationGap
 from ntklab.logger import RunLogger
 from ntklab.losses import PL_LOSSES
 from ntklab.measurements import (
@@ -63,7 +64,8 @@ def make_callbacks(
 
     1. measurements of the state (weights, K_t and its spectrum, which put K_t on the state);
     2. diagnostics that read K_t from the state (bounds, kernel geometry, K∞), and the
-       activation flips;
+       activation flips; then the kernel regime (the held-out loss, the linearised model's
+       predicted losses, the linearisation gap), which reads the loss's round-off floor;
     3. control: the divergence guard (it may stop the run after this epoch), the progress bar,
        the log writer (the epoch's records, now complete), and the checkpointer last, so a
        checkpoint of epoch t never runs ahead of epoch t's records.
@@ -98,6 +100,7 @@ def make_callbacks(
         KernelGeometry(),
         PatternChange(),
         InfiniteWidth(budget_bytes=ntk.memory_budget_mb * 2**20),
+        *_kernel_regime(cfg, problem, pl and opt.name == "gd"),
     ]
     guard = DivergenceGuard(cfg.divergence_factor)
     extra = {"config": run_settings(cfg), "data": problem.data}
@@ -106,6 +109,18 @@ def make_callbacks(
     writer = LogWriter()
     display = [ProgressBar()] if progress else []
     return [*measuring, guard, *display, writer, checkpointer], guard, checkpointer, writer
+
+
+def _kernel_regime(cfg: Config, problem: Problem, predict: bool) -> list[Callback]:
+    """loss/test with a held-out set; the linearised model's predictions for full-batch GD on
+    the MSE (`predict`: the closed form is GD's on the MSE); the linearisation gap."""
+    X_test, y_test = problem.X_test, problem.y_test
+    out: list[Callback] = [] if X_test is None else [HeldOutLoss(X_test, y_test)]
+    if predict:
+        K0 = problem.initial.K
+        budget = cfg.ntk.memory_budget_mb * 2**20
+        out.append(KernelPrediction(K0, X_test, y_test, budget_bytes=budget))
+    return [*out, LinearizationGap(cfg.ntk.every)]
 
 
 @dataclass
@@ -151,12 +166,26 @@ def _refuse_changes(cfg: Config, folder: RunFolder, saved: dict, data: dict) -> 
         )
     known = saved.get("data")
     if known and known != data:
-        what = f"data.path={cfg.data.path}" if cfg.data.name == "csv" else f"data={cfg.data.name}"
-        raise ConfigError(
-            f"{what}: these data differ from those the run in {folder.path} was trained on "
-            f"(SHA-256 of X {known.get('sha256_X', '?')[:12]}…, now {data['sha256_X'][:12]}…); "
-            "restore them, or pass overwrite=true to start a new run there"
-        )
+        _refuse_data(cfg, folder, known, data)
+
+
+def _refuse_data(cfg: Config, folder: RunFolder, known: dict, data: dict) -> None:
+    """Data whose fingerprint differs from the one the run was started with, training or
+    held-out: refused, naming the key that points at them and the first hash that differs."""
+    changed = next(k for k in sorted({*known, *data}) if known.get(k) != data.get(k))
+    csv = cfg.data.name == "csv"
+    if "test" in changed:
+        what = f"data.test_path={cfg.data.test_path}" if csv else f"data.n_test={cfg.data.n_test}"
+        which = "held-out data"
+    else:
+        what = f"data.path={cfg.data.path}" if csv else f"data={cfg.data.name}"
+        which = "data"
+    before, now = str(known.get(changed, "none")), str(data.get(changed, "none"))
+    raise ConfigError(
+        f"{what}: these {which} differ from those the run in {folder.path} was trained on "
+        f"({changed} {before[:12]}…, now {now[:12]}…); restore them, or pass overwrite=true to "
+        "start a new run there"
+    )
 
 
 def _load(path: Path, problem: Problem) -> dict | None:

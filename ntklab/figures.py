@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from ntklab.stats import loglog_fit
-from ntklab.sweep import COLUMNS, FIGURES, Job, Sweep
+from ntklab.sweep import FIGURES, Job, Sweep, column_label
 
 TITLES = {
     "lambda_min": "λ_min(K) at init, at the end, and of K∞",
@@ -26,6 +26,11 @@ TITLES = {
     "rel_dist_from_init": "‖W_T − W_0‖_F / ‖W_0‖_F",
     "excess_loss": "final excess loss L_T − L*",
     "loss_final": "final training loss",
+    "linearization_gap": "‖f(W_T) − f_lin(W_T)‖ / ‖f(W_T) − f(W_0)‖",
+    "kernel_deviation": "network vs kernel prediction: max |L_t/P_t − 1| while L_t ≥ 1e-2 L_0",
+    "kernel_deviation_1e3": "network vs kernel prediction: max |L_t/P_t − 1| while L_t ≥ 1e-3 L_0",
+    "kernel_inf_deviation": "network vs K∞ prediction: max |L_t/P_t − 1| while L_t ≥ 1e-2 L_0",
+    "test_kernel_deviation": "held-out loss vs kernel prediction: max |L_t/P_t − 1|",
 }
 
 
@@ -74,7 +79,7 @@ def _means(sweep: Sweep, column: str) -> list[tuple[str, list[float], list[float
 def metric_figure(sweep: Sweep, folder: Path, name: str, title: str, cols) -> str:
     """Columns against x, each series' means with error bars."""
     fig, ax = _new(
-        title, sweep.x or "job", ", ".join(dict.fromkeys(COLUMNS[c][0] for c, _ in cols))
+        title, sweep.x or "job", ", ".join(dict.fromkeys(column_label(c) for c, _ in cols))
     )
     many = len(sweep.groups()) > 1
     for col, style in cols:
@@ -91,7 +96,7 @@ def fit_figure(sweep: Sweep, folder: Path, column: str) -> str:
     run (its exponent and 95% interval in the legend) and the theory's exponent beside it."""
     ref = sweep.spec.reference_slope
     title = f"{TITLES.get(column, column)} (log-log, fitted)"
-    fig, ax = _new(title, sweep.x or "job", COLUMNS[column][0])
+    fig, ax = _new(title, sweep.x or "job", column_label(column))
     for label, xs, ys, half in _means(sweep, column):
         done = [j for j in sweep.groups()[label] if j.completed]
         fit = loglog_fit([sweep.position(j) for j in done], [j.column(column) for j in done])
@@ -153,6 +158,43 @@ def curves(sweep: Sweep, folder: Path, tag: str, name: str, title: str, x: str =
     return _save(fig, ax, folder, name)
 
 
+def _point_name(sweep: Sweep, job: Job) -> str:
+    """The point a job belongs to, seeds aside: e.g. "model.width=64" (with its series when the
+    sweep has several; the job's swept values when there is no x)."""
+    if sweep.x is None:
+        return sweep.name(job)
+    point = f"{sweep.x}={sweep.position(job):g}"
+    return point if len(sweep.groups()) == 1 else f"{sweep.label(job)}, {point}"
+
+
+def prediction_curves(sweep: Sweep, folder: Path) -> str:
+    """|L_t / P_t − 1| against epoch (t ≥ 1: at t = 0 both are the loss at init), one colour per
+    job, seeds of one point sharing it and its legend entry, on a log scale where every value is
+    positive: the network's loss against the linearised model's prediction (solid: training
+    set, dotted: held-out set)."""
+    title = "network vs kernel prediction |L_t / P_t − 1| (solid: train, dotted: test)"
+    fig, ax = _new(title, "epoch", "|L_t / P_t − 1|")
+    colour = _colours(sweep)
+    pairs = (("loss/train", "loss/kernel_prediction", "-"),
+             ("loss/test", "loss/test_kernel_prediction", ":"))  # fmt: skip
+    labelled = set()
+    for job in sweep.jobs:
+        for loss, prediction, style in pairs:
+            points = [
+                (r["step"], abs(r[loss] / r[prediction] - 1))
+                for r in job.records
+                if r["step"] >= 1 and r.get(loss) is not None and r.get(prediction)
+            ]
+            if not points:
+                continue
+            name = _point_name(sweep, job)
+            label = name if style == "-" and name not in labelled else None
+            labelled.add(name)
+            ax.plot(*zip(*points, strict=True), style, color=colour(job), label=label, lw=1.2)
+    _log_y_if_positive(ax)
+    return _save(fig, ax, folder, "kernel_prediction.png")
+
+
 def _figure(sweep: Sweep, folder: Path, which: str) -> list[str]:
     if which == "lambda_min":
         cols = [("lambda_min_init", "o--"), ("lambda_min_final", "s-"), ("lambda_min_inf", "k:")]
@@ -161,6 +203,8 @@ def _figure(sweep: Sweep, folder: Path, which: str) -> list[str]:
         return [fit_figure(sweep, folder, column) for column in sweep.spec.fit]
     if which == "loss_curves":
         return [curves(sweep, folder, "loss/train", "loss_curves.png", "Training loss")]
+    if which == "kernel_prediction":
+        return [prediction_curves(sweep, folder)]
     if which == "excess_loss":
         return [curves(sweep, folder, "loss/excess", "excess_loss.png", "Excess loss L_t − L*")]
     if which == "cost_curves":

@@ -43,6 +43,10 @@ OVERRIDE_NAMES = {"ntk": "ntk.method"}
 # scalars cannot be told to use a log axis): `loss/train` → `loss/log10_train`.
 LOG10_TAGS = {
     "loss/train": "loss/log10_train",
+    "loss/kernel_prediction": "loss/log10_kernel_prediction",
+    "loss/kernel_inf_prediction": "loss/log10_kernel_inf_prediction",
+    "loss/test": "loss/log10_test",
+    "loss/test_kernel_prediction": "loss/log10_test_kernel_prediction",
     "pl/loss_bound": "pl/log10_loss_bound",
     "pl/ratio": "pl/log10_ratio",
     "pl/mu": "pl/log10_mu",
@@ -64,6 +68,7 @@ LAYOUT: dict[str, dict[str, list[object]]] = {
         "largest neuron move max_k ‖w_k − w_k(0)‖": _chart("weights/max_neuron_dist"),
         "contraction L_t / L_{t−1}": _chart("loss/contraction"),
         "kernel distance to K_0 (1 − cosine)": _chart("ntk/kernel_distance"),
+        "linearisation gap ‖f − f_lin‖ / ‖f − f_0‖": _chart("ntk/linearization_gap"),
     },
     "theory vs measurement: one comparison per chart": {
         "log10 loss (lower) and its one-step bound (upper)": _chart(
@@ -77,6 +82,12 @@ LAYOUT: dict[str, dict[str, list[object]]] = {
             "pl/log10_ratio", "pl/log10_mu"
         ),
         "K_t's distance to K∞, relative": _chart("ntk/dist_to_inf"),
+        "network vs kernel prediction (train): log10 loss, with K_0 and with K∞": _chart(
+            "loss/log10_train", "loss/log10_kernel_prediction", "loss/log10_kernel_inf_prediction"
+        ),
+        "network vs kernel prediction (test): log10 held-out loss, with K_0": _chart(
+            "loss/log10_test", "loss/log10_test_kernel_prediction"
+        ),
     },
 }
 

@@ -30,8 +30,8 @@ from ntklab.train import Batches, TrainState
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-# Independent streams from the one `seed`: data, model init, minibatch order.
-DATA_STREAM, MODEL_STREAM, BATCH_STREAM = 0, 1, 2
+# Independent streams from the one `seed`: data, model init, minibatch order, held-out points.
+DATA_STREAM, MODEL_STREAM, BATCH_STREAM, TEST_STREAM = 0, 1, 2, 3
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,7 +48,8 @@ class Problem:
     """The device, the data X (n, d) and y (n,) in the run's dtype on it (int64 class labels
     for cross-entropy) with their fingerprint, the net at W_0, the NTK method that runs, K_0 and
     the theory step it gives (n α² / (2 λ_max(K_0)) for the MSE, 2n / λ_max of the full kernel
-    for cross-entropy); `output` is "full" where the kernel of k outputs is tracked."""
+    for cross-entropy); `output` is "full" where the kernel of k outputs is tracked; X_test,
+    y_test the held-out set (data.n_test, data.test_path), None without one."""
 
     device: torch.device
     X: torch.Tensor
@@ -60,6 +61,8 @@ class Problem:
     lr_theory: float
     batch_size: int  # SGD's minibatch size (all n for GD), checked against the data
     output: str | None = None
+    X_test: torch.Tensor | None = None  # (n_test, d): the held-out set, where there is one
+    y_test: torch.Tensor | None = None  # (n_test,)
 
     @property
     def n(self) -> int:
@@ -123,17 +126,24 @@ def make_problem(cfg: Config) -> Problem:
         # Parallel sweep jobs share the cores: each job's torch gets its share, not all of them.
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    X, y = load_data(cfg, seed=cfg.seed * 1000 + DATA_STREAM)
+    seeds = {"seed": cfg.seed * 1000 + DATA_STREAM, "test_seed": cfg.seed * 1000 + TEST_STREAM}
+    X, y, X_test, y_test = load_data(cfg, **seeds)
     batch_size = check_against_data(cfg, *X.shape)
-    data = fingerprint(X, y, cfg.data.path if cfg.data.name == "csv" else None)
+    csv = cfg.data.name == "csv"
+    test = None if X_test is None else (X_test, y_test)
+    data = fingerprint(X, y, cfg.data.path if csv else None, test, cfg.data.test_path)
     X, y = _on_device(cfg, X, y, device)
+    if X_test is not None:
+        X_test, y_test = _on_device(cfg, X_test, y_test, device)
     model = build_model(cfg, X, y, seed=cfg.seed * 1000 + MODEL_STREAM, device=device)
     ntk = cfg.ntk
     method = resolve_method(ntk.method, model, X, ntk.memory_budget_mb * 2**20)
     output = kernel_output(cfg, method, model, X)
     initial = _kernel(cfg, model, X, method, output)
     lr_theory = _theory_step(cfg, X, initial, output_scale(model), output)
-    return Problem(device, X, y, data, model, method, initial, lr_theory, batch_size, output)
+    return Problem(
+        device, X, y, data, model, method, initial, lr_theory, batch_size, output, X_test, y_test
+    )
 
 
 def _theory_step(

@@ -13,7 +13,7 @@ from typing import Any
 from ntklab.crossover import crossovers, tail_fit
 from ntklab.figures import draw_all
 from ntklab.stats import Fit, local_slopes, loglog_fit
-from ntklab.sweep import COLUMNS, Sweep, SweepError, fits, read_sweep
+from ntklab.sweep import COLUMNS, Sweep, SweepError, column_label, fits, read_sweep
 
 
 def rows(sweep: Sweep) -> list[dict[str, Any]]:
@@ -77,7 +77,7 @@ def _fit_section(sweep: Sweep) -> list[str]:
 
 def fit_lines(sweep: Sweep) -> list[str]:
     """Each fitted exponent of the report spec, each followed by its local slopes."""
-    by_tag = {COLUMNS[c][0]: c for c in sweep.spec.fit}
+    by_tag = {column_label(c): c for c in sweep.spec.fit}
     lines = []
     for tag, label, fit in fits(sweep, sweep.spec.fit):
         lines.append(fit_line(tag, sweep.x, label, fit))

@@ -29,9 +29,34 @@ COLUMNS = {
     "kernel_distance": ("ntk/kernel_distance", "last"),
     "excess_loss": ("loss/excess", "last"),
     "loss_optimum": ("loss/optimum", "last"),
+    "loss_test_final": ("loss/test", "last"),
+    "linearization_gap": ("ntk/linearization_gap", "last"),
+    "kernel_deviation": ("loss/kernel_prediction", "deviation"),
+    "kernel_deviation_1e3": ("loss/kernel_prediction", "deviation"),
+    "kernel_inf_deviation": ("loss/kernel_inf_prediction", "deviation"),
+    "test_kernel_deviation": ("loss/test_kernel_prediction", "deviation"),
+}
+# The "deviation" columns: the largest relative deviation |L_t − P_t| / P_t of the network's loss
+# L_t from a prediction P_t (the column's tag) over the records where the network's loss is
+# still at least this fraction of its initial value, L_t ≥ threshold · L_0 (loss/test's for the
+# held-out prediction). Below that the loss is a small difference of nearly equal numbers, and
+# a relative deviation there says little about the regime the run trained in.
+DEVIATIONS = {
+    "kernel_deviation": ("loss/train", 1e-2),
+    "kernel_deviation_1e3": ("loss/train", 1e-3),
+    "kernel_inf_deviation": ("loss/train", 1e-2),
+    "test_kernel_deviation": ("loss/test", 1e-2),
 }
 # The figures a report may draw (figures.py draws them).
-FIGURES = ("lambda_min", "fits", "loss_curves", "final_loss", "excess_loss", "cost_curves")
+FIGURES = (
+    "lambda_min",
+    "fits",
+    "loss_curves",
+    "final_loss",
+    "excess_loss",
+    "cost_curves",
+    "kernel_prediction",
+)
 # A report's defaults, which suit a width sweep.
 FIT = ("max_neuron_dist", "rel_change")
 SHOWN = ("lambda_min", "fits", "loss_curves", "final_loss")
@@ -51,6 +76,16 @@ NOT_SETTINGS = ("resume", "overwrite", "launcher")
 
 class SweepError(ValueError):
     """A sweep folder that cannot be read; the message says why and what to pass."""
+
+
+def column_label(name: str) -> str:
+    """What a column shows, for fit lines and axes: its tag, or for a deviation column e.g.
+    `max |L/P − 1|, P = loss/kernel_prediction, L_t ≥ 0.01 L_0`."""
+    tag, which = COLUMNS[name]
+    if which != "deviation":
+        return tag
+    loss, threshold = DEVIATIONS[name]
+    return f"max |L/P − 1|, L = {loss}, P = {tag}, L_t ≥ {threshold:g} L_0"
 
 
 def override_key(override: str) -> str:
@@ -127,7 +162,23 @@ class Job:
     def column(self, name: str) -> float | None:
         """A COLUMNS value of this job."""
         tag, which = COLUMNS[name]
+        if which == "deviation":
+            return self.deviation(tag, *DEVIATIONS[name])
         return self.value(tag, which)
+
+    def deviation(self, prediction: str, loss: str, threshold: float) -> float | None:
+        """max |L_t − P_t| / P_t over the records that hold both the loss L (`loss`) and the
+        prediction P (a finite positive value), where L_t ≥ threshold · L_0; None without any."""
+        first = self.value(loss, "first")
+        if not first:
+            return None
+        found = [
+            abs(r[loss] - r[prediction]) / r[prediction]
+            for r in self.records
+            if r.get(loss) is not None and r[loss] >= threshold * first
+            and r.get(prediction) is not None and 0 < r[prediction] < math.inf
+        ]  # fmt: skip
+        return max(found) if found else None
 
     def curve(self, tag: str, x: str = "step") -> tuple[list[float], list[float]]:
         """(x, tag) over the records that hold both (x: the step, or another logged tag)."""
@@ -307,7 +358,7 @@ def read_sweep(sweep_dir: str | Path) -> Sweep:
 
 
 def fits(sweep: Sweep, columns: Sequence[str]) -> list[tuple[str, str, Fit]]:
-    """(tag, series, fit of log tag against log x) over each series' completed runs, every
+    """(column_label, series, fit of log tag against log x) over each series' completed runs, every
     seed a point of its own (the interval then covers the seeds' spread)."""
     if sweep.x is None:
         return []
@@ -317,5 +368,5 @@ def fits(sweep: Sweep, columns: Sequence[str]) -> list[tuple[str, str, Fit]]:
             done = [j for j in jobs if j.completed]
             fit = loglog_fit([sweep.position(j) for j in done], [j.column(col) for j in done])
             if fit is not None:
-                out.append((COLUMNS[col][0], label, fit))
+                out.append((column_label(col), label, fit))
     return out

@@ -33,6 +33,7 @@ SHORTENED = {
     "width_sweep": [],
     "sgd_floor": [],
     "lazy_vs_rich": [],
+    "kernel_regime": [],
     "seeds": [],
     "gd_vs_sgd": [],
     "sgd_tail": [],
@@ -316,6 +317,61 @@ def lazy_vs_rich(tmp: Path) -> str:
     return "\n".join(lines)
 
 
+# --- kernel_regime ---------------------------------------------------------------------------
+
+REGIME_COLUMNS = [
+    ("dev. (L ≥ 1e-2 L_0)", "kernel_deviation"),
+    ("dev. (L ≥ 1e-3 L_0)", "kernel_deviation_1e3"),
+    ("dev. from K∞'s", "kernel_inf_deviation"),
+    ("held-out dev.", "test_kernel_deviation"),
+    ("final gap", "linearization_gap"),
+    ("final test loss", "loss_test_final"),
+]
+
+
+def _mean(point, column: str) -> str:
+    m = point.mean(column)
+    if m is None:
+        return "–"
+    return g(m.value) if math.isnan(m.half) else f"{g(m.value)} ± {g(m.half, 2)}"
+
+
+def kernel_regime_block(result: Sweep) -> str:
+    """The kernel_regime sweep's table (means over the seeds, 95% half-widths) and fits."""
+    (points,) = result.points().values()
+    head = ["width", "seeds", *(name for name, _ in REGIME_COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + " ---: |" * len(head)]
+    for p in points:
+        cells = [_mean(p, column) for _, column in REGIME_COLUMNS]
+        lines.append(f"| {p.x:g} | {len(p.jobs)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Fitted exponents (the sweep report's lines, each seed a point, 95% intervals):",
+        "",
+    ]
+    columns = [*result.spec.fit, "kernel_inf_deviation"]
+    lines += [
+        f"- `{fit_line(tag, result.x, label, fit)}`" for tag, label, fit in fits(result, columns)
+    ]
+    seed0 = {j.overrides["model.width"]: j for j in result.jobs if j.overrides.get("seed") == 0}
+    narrow, wide = min(seed0), max(seed0)
+    pct = {m: [100 * seed0[m].column(c) for c in ("kernel_deviation", "kernel_deviation_1e3")]
+           for m in (narrow, wide)}  # fmt: skip
+    lines += [
+        "",
+        f"Seed 0: the largest relative deviation of `loss/train` from `loss/kernel_prediction` "
+        f"is {pct[wide][0]:.1f}% at width {wide} and {pct[narrow][0]:.1f}% at width {narrow} "
+        f"while the loss is above 1e-2 L_0 ({pct[wide][1]:.1f}% and {pct[narrow][1]:.1f}% "
+        "above 1e-3 L_0).",
+    ]
+    return "\n".join(lines)
+
+
+def kernel_regime(tmp: Path) -> str:
+    args = ["experiment=kernel_regime", *SHORTENED["kernel_regime"]]
+    return kernel_regime_block(sweep(tmp / "kernel_regime", *args))
+
+
 # --- seeds (docs/sweeps.md) ------------------------------------------------------------------
 
 
@@ -376,6 +432,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "width_sweep": width_sweep,
     "sgd_floor": sgd_floor,
     "lazy_vs_rich": lazy_vs_rich,
+    "kernel_regime": kernel_regime,
     "seeds": seeds,
     "gd_vs_sgd": gd_vs_sgd,
     "sgd_tail": sgd_tail,

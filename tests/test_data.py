@@ -161,3 +161,57 @@ def test_the_seed_draws_data_and_init_as_docs_reliability_says() -> None:
     g = torch.Generator().manual_seed(3001)
     W = torch.randn(6, 4, generator=g, dtype=torch.float64)
     assert torch.equal(problem.model.W.detach(), W)
+
+
+def test_held_out_points_share_the_teacher_and_leave_the_training_data_as_they_were() -> None:
+    """data.n_test draws X_test from a generator of its own (1000·seed + 3) and labels it with
+    the training data's teacher, centred and scaled by the training labels: the training data
+    of a seed are bitwise those of a run without a test set."""
+    from ntklab.config import load
+    from ntklab.problem import make_problem
+
+    from conftest import compose_config
+
+    base = ["seed=3", "data.n=10", "data.d=4", "model.width=6", "dtype=float64", "device=cpu"]
+    plain = make_problem(load(compose_config(*base)))
+    held = make_problem(load(compose_config(*base, "data.n_test=7")))
+    assert torch.equal(plain.X, held.X) and torch.equal(plain.y, held.y)
+    assert plain.X_test is None and "n_test" not in plain.data
+    assert held.X_test.shape == (7, 4) and held.data["n_test"] == 7
+    assert {k: v for k, v in held.data.items() if "test" not in k} == plain.data
+    g = torch.Generator().manual_seed(3000)
+    torch.randn(10, 4, generator=g, dtype=torch.float64)  # the training inputs
+    U = torch.randn(8, 4, generator=g, dtype=torch.float64) * 2.0
+    a = torch.randint(0, 2, (8,), generator=g, dtype=torch.float64) * 2 - 1
+    teacher = torch.relu(plain.X @ U.T) @ a / math.sqrt(8)
+    mean, scale = teacher.mean(), (teacher - teacher.mean()).std()
+    g = torch.Generator().manual_seed(3003)
+    X_test = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    X_test = X_test / X_test.norm(dim=1, keepdim=True)
+    y_test = (torch.relu(X_test @ U.T) @ a / math.sqrt(8) - mean) / scale
+    assert torch.equal(held.X_test, X_test)
+    assert torch.allclose(held.y_test, y_test, rtol=1e-14, atol=1e-14)
+
+
+def test_a_held_out_csv_is_checked_under_its_own_key(tmp_path):
+    from ntklab.builders import load_data
+    from ntklab.config import load
+
+    from conftest import compose_config
+
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.write_text("1,2,3\n4,5,6\n")
+
+    def refused(content: str) -> str:
+        test.write_text(content)
+        cfg = load(compose_config("data=csv", f"data.path={train}", f"data.test_path={test}"))
+        with pytest.raises(DataError) as info:
+            load_data(cfg, seed=0)
+        return str(info.value)
+
+    assert refused("1,2,3\n4,x,6\n").startswith(f"data.test_path={test}: line 2, column 2")
+    assert "rows have 2 columns and those of data.path" in refused("1,2\n3,4\n")
+    test.write_text("x1,x2,y\n7,8,9\n")
+    cfg = load(compose_config("data=csv", f"data.path={train}", f"data.test_path={test}"))
+    X, y, X_test, y_test = load_data(cfg, seed=0)
+    assert X_test.tolist() == [[7.0, 8.0]] and y_test.tolist() == [9.0]

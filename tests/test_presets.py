@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 from pathlib import Path
@@ -21,6 +22,7 @@ PRESETS = [
     "gd_vs_sgd",
     "sgd_tail",
     "sgd_nonconvex",
+    "kernel_regime",
 ]
 
 
@@ -169,3 +171,22 @@ def test_sgd_tail_short(tmp_path) -> None:
     constant = _final(_job(tmp_path, "optim.schedule=constant"))
     decaying = _final(_job(tmp_path, "optim.schedule=inverse_time"))
     assert decaying["optim/lr"] < constant["optim/lr"]
+
+
+@pytest.mark.slow
+def test_kernel_regime_short(tmp_path) -> None:
+    """Two widths, one seed, 40 epochs: the wide net follows its kernel prediction more closely
+    and stays closer to its linearisation, and the report fits the columns it names."""
+    _ntklab(
+        "-m",
+        "experiment=kernel_regime",
+        "model.width=32,2048",
+        "seed=0",
+        "epochs=40",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    rows = {int(r["model.width"]): r for r in csv.DictReader(open(tmp_path / "sweep.csv"))}
+    for column in ("kernel_deviation", "linearization_gap", "test_kernel_deviation"):
+        assert float(rows[2048][column]) < float(rows[32][column]), column
+    assert "loss/kernel_prediction" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "kernel_prediction.png").exists()

@@ -233,3 +233,27 @@ def test_t_quantiles_and_intervals():
     assert t975(120) == pytest.approx(1.980, abs=1e-3)
     assert mean_interval([1.0]).half != mean_interval([1.0]).half  # NaN from one value
     assert mean_interval([None, math.nan]) is None
+
+
+def test_the_deviation_from_the_kernel_prediction_is_read_from_the_curve(tmp_path):
+    """kernel_deviation: max |L_t/P_t − 1| over the records with L_t ≥ 1e-2 L_0 (the 1e-3
+    column further down the curve), fitted against the width like any column."""
+    for m in WIDTHS:
+        job = make_job(tmp_path, {"model.width": m}, "completed", epochs=0)
+        records = []
+        for step in range(40):
+            prediction = 0.8**step
+            records.append({"step": step, "loss/train": prediction * (1 + step * m**-0.5 / 100),
+                            "loss/kernel_prediction": prediction})  # fmt: skip
+        (job / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    sweep = group(find_jobs(tmp_path))
+    last_above = [s for s in range(40) if 0.8**s >= 1e-2][-1]  # L_t ≈ P_t here
+    for job in sweep.jobs:
+        m = job.overrides["model.width"]
+        assert job.column("kernel_deviation") == pytest.approx(last_above * m**-0.5 / 100, 1e-2)
+        assert job.column("kernel_deviation_1e3") > job.column("kernel_deviation")
+    sweep.spec.fit = ["kernel_deviation"]
+    write_report(tmp_path, sweep)
+    report = (tmp_path / "report.md").read_text()
+    assert "max |L/P − 1|, L = loss/train, P = loss/kernel_prediction, L_t ≥ 0.01 L_0 ∝ " in report
+    assert "model.width^-0.500" in report

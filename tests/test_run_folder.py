@@ -164,6 +164,22 @@ def test_resume_refuses_other_data(tmp_path):
     assert f"data.path={csv}: these data differ" in refusal(folder, *args, "resume=true")
 
 
+def test_resume_refuses_other_held_out_data(tmp_path):
+    csv, held = tmp_path / "data.csv", tmp_path / "held.csv"
+    rows = [[i / 10, (i % 3) / 5, (-1) ** i * 0.3] for i in range(12)]
+    csv.write_text("\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    held.write_text("0.5,0.1,0.2\n0.3,0.3,-0.1\n")
+    args = ["data=csv", f"data.path={csv}", f"data.test_path={held}", "epochs=4",
+            "checkpoint_every=2"]  # fmt: skip
+    folder = tmp_path / "run"
+    summary = run(folder, *args)
+    assert summary["data"]["n_test"] == 2 and "loss/test_kernel_prediction" in summary["final"]
+    (folder / "summary.json").unlink()
+    held.write_text("0.5,0.1,0.2\n0.3,0.3,-0.2\n")  # one label changed
+    message = refusal(folder, *args, "resume=true")
+    assert message.startswith(f"data.test_path={held}: these held-out data differ")
+
+
 def test_a_damaged_checkpoint_is_refused(tmp_path):
     folder = tmp_path / "run"
     run(folder, "epochs=4", "checkpoint_every=2")

@@ -35,6 +35,7 @@ CSV = {
     "one_column.csv": "y\n1\n2\n",
     "huge.csv": "1e39,1\n2,3\n",
     "good.csv": "1,2,3\n4,5,6\n",
+    "two_columns.csv": "1,2\n3,4\n",
     "binary.csv": b"\xff\xfe\x00\x01\x80",
 }
 
@@ -77,6 +78,26 @@ CASES = [
     ("csv_overflow", ["data=csv", "data.path={dir}/huge.csv"], "dtype='float32': the data", 2),
     ("csv_n_mismatch", ["data=csv", "data.path={dir}/good.csv", "data.n=5"], "data.n=5: the", 2),
     ("resume_nothing", ["resume=true"], "resume=true: ", 2),
+    ("n_test_zero", ["data.n_test=0"], "data.n_test=0: must be a positive integer (null: no", 2),
+    (
+        "n_test_csv",
+        ["data=csv", "data.path={dir}/good.csv", "data.n_test=5"],
+        "data.n_test=5: d",
+        2,
+    ),
+    ("test_path_sphere", ["data.test_path=t.csv"], "data.test_path='t.csv': is a held-out", 2),
+    (
+        "test_path_missing",
+        ["data=csv", "data.path={dir}/good.csv", "data.test_path={dir}/no.csv"],
+        "no.csv: no such file",
+        2,
+    ),
+    (
+        "test_path_columns",
+        ["data=csv", "data.path={dir}/good.csv", "data.test_path={dir}/two_columns.csv"],
+        "rows have 2 columns and",
+        2,
+    ),
     ("width_negative", ["model.width=-3"], "model.width=-3: must be a positive integer", 2),
     ("lr_negative", ["optim.lr=-0.5"], "optim.lr=-0.5: must be a positive finite number", 2),
     ("unknown_optim", ["optim=adam"], "Could not find 'optim/adam'", 1),
