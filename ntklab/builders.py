@@ -168,15 +168,19 @@ def _check_custom(model: nn.Module, cfg: Config, X: torch.Tensor, classes: int) 
         raise ConfigError(f"{where}: the model has k={k} outputs for {classes} classes")
 
 
-def targets(cfg: Config, y: torch.Tensor, device: torch.device, dtype: torch.dtype):
+def targets(
+    cfg: Config, y: torch.Tensor, device: torch.device, dtype: torch.dtype, source: str = ""
+):
     """y as the loss takes it: real targets in the run's dtype for the MSE, int64 class labels
     for cross-entropy, labels ±1 for the logistic loss (a synthetic target's sign: the teacher's
-    labels, label noise flipping some); DataError when they are not."""
+    labels, label noise flipping some); DataError naming `source` (by default the data
+    option) when they are not."""
+    source = source or f"data={cfg.data.name}"
     if cfg.loss == "cross_entropy":
-        return class_labels(y, f"data={cfg.data.name}").to(device)
+        return class_labels(y, source).to(device)
     if cfg.loss == "logistic":
         synthetic = cfg.data.name in INPUTS
-        y = sign_labels(y, f"data={cfg.data.name}", synthetic)
+        y = sign_labels(y, source, synthetic)
         return y.to(device=device, dtype=dtype)
     return y.to(device=device, dtype=dtype)
 

@@ -93,7 +93,7 @@ class Config:
     ntk: NTKConfig = field(default_factory=NTKConfig)
     loss: str = "mse"  # mse | cross_entropy (class labels, k outputs) | logistic (labels ±1)
     epochs: int = 200  # training epochs (GD: one full-batch step each; SGD: one pass over the data)
-    seed: int = 0  # one seed for data, init and minibatch order (independent streams)
+    seed: int = 0  # one seed for data, init, minibatch order and held-out data (own streams)
     device: str = "auto"  # auto (CUDA when a GPU is visible) | cpu | cuda
     dtype: str = "float32"  # float32 | float64
     divergence_factor: float = 1e6  # stop when the loss exceeds this multiple of L_0

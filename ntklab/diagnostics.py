@@ -223,9 +223,9 @@ class SGDBound(Callback):
     def on_epoch_end(self, state: TrainState) -> None:
         if self.R is None:
             self.R = state.loss
-        taken = state.steps - self.steps
-        self.sum_lr += taken * state.lr
-        self.sum_lr_sq += taken * state.lr**2
+        if state.steps > self.steps:  # the steps this epoch's updates used
+            self.sum_lr += sum(state.epoch_lrs)
+            self.sum_lr_sq += sum(lr * lr for lr in state.epoch_lrs)
         self.steps = state.steps
         alpha = output_scale(state.model)
         if "ntk/lambda_max" in state.metrics:

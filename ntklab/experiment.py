@@ -35,7 +35,7 @@ from ntklab.diagnostics import (
 )
 from ntklab.kernel_regime import HeldOutLoss, KernelPrediction, LinearizationGap
 from ntklab.logger import RunLogger
-from ntklab.losses import PL_LOSSES
+from ntklab.losses import LOSSES, PL_LOSSES
 from ntklab.measurements import (
     Accuracy,
     FullKernel,
@@ -94,7 +94,7 @@ def make_callbacks(
         KernelStep(problem.method, ntk.every, problem.output),
         *outputs,
         RateDiagnostics(full_batch_gd and pl, theory_step=theory_step, mse=pl),
-        *([LinearOptimum()] if opt.weight_decay == 0 else []),  # L* of the plain MSE
+        *([LinearOptimum()] if cfg.loss == "mse" and opt.weight_decay == 0 else []),
         *([LogisticOptimum(opt.weight_decay)] if logistic else []),
         *([SGDBound()] if pl and opt.name == "sgd" else []),
         KernelGeometry(),
@@ -115,7 +115,7 @@ def _kernel_regime(cfg: Config, problem: Problem, predict: bool) -> list[Callbac
     """loss/test with a held-out set; the linearised model's predictions for full-batch GD on
     the MSE (`predict`: the closed form is GD's on the MSE); the linearisation gap."""
     X_test, y_test = problem.X_test, problem.y_test
-    out: list[Callback] = [] if X_test is None else [HeldOutLoss(X_test, y_test)]
+    out: list[Callback] = [] if X_test is None else [HeldOutLoss(X_test, y_test, LOSSES[cfg.loss])]
     if predict:
         K0 = problem.initial.K
         budget = cfg.ntk.memory_budget_mb * 2**20

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import textwrap
 import tokenize
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from pathlib import Path
 SCHEMA = (Path(__file__).with_name("config.py"), Path(__file__).with_name("sweep.py"))
 GROUPS = ("model", "data", "optim", "ntk", "experiment", "launcher")
 WIDTH = 100
+# A sentence ends at . ? or ! before a space, except in "i.e." and "e.g.".
+SENTENCE_END = re.compile(r"(?<!\bi\.e)(?<!\be\.g)[.?!](?=\s|$)")
 EXIT_STATUS = (
     "Exit status: 0 done (or diverged), 1 a failed run or sweep job, 2 a bad setting or folder "
     "(nothing written), 130/143 interrupted."
@@ -144,8 +147,8 @@ def _first_sentence(text: str) -> str:
             continue
         words.append(body.strip())
     header = " ".join(words)
-    cut = header.find(". ")
-    return (header[:cut] if cut > 0 else header).rstrip(".,:;")
+    end = SENTENCE_END.search(header)
+    return (header[: end.end()] if end else header).rstrip(".,:;")
 
 
 def group_options() -> dict[str, list[tuple[str, str]]]:

@@ -7,6 +7,7 @@ kernel regime")."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -101,15 +102,18 @@ def initial_kernel_dense(model: nn.Module, X: torch.Tensor, X2: torch.Tensor | N
 
 
 class HeldOutLoss(Callback):
-    """loss/test: the training loss (the run's own, MSE or cross-entropy) on the held-out set
-    X_test (n_test, d), y_test, every epoch."""
+    """loss/test: the run's data loss (MSE, cross-entropy or logistic: `loss_fn`, without the
+    L2 term of optim.weight_decay, which is not a loss on data) on the held-out set X_test
+    (n_test, d), y_test, every epoch."""
 
-    def __init__(self, X_test: torch.Tensor, y_test: torch.Tensor) -> None:
-        self.X_test, self.y_test = X_test, y_test
+    def __init__(
+        self, X_test: torch.Tensor, y_test: torch.Tensor, loss_fn: Callable[..., torch.Tensor]
+    ) -> None:
+        self.X_test, self.y_test, self.loss_fn = X_test, y_test, loss_fn
 
     def on_epoch_end(self, state: TrainState) -> None:
         with torch.no_grad():
-            loss = state.loss_fn(state.model, self.X_test, self.y_test)
+            loss = self.loss_fn(state.model, self.X_test, self.y_test)
         state.metrics["loss/test"] = float(loss)
 
 

@@ -198,6 +198,11 @@ def check_output_folder(argv: list[str]) -> str | None:
     given = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0].lstrip("+") == key]
     path = Path(given[-1].strip("'\"") if given else "runs").expanduser()
     name = f"{key}={path}" if given else f"the default folder {path}/"
+    if given and key == "hydra.run.dir" and not path.exists():
+        # Hydra makes this folder before the run starts: note what did not exist yet, so that
+        # a refused run can take away what Hydra made for it (release), and nothing else.
+        missing = [p for p in (path, *path.absolute().parents) if not p.exists()]
+        _MADE[path.absolute()] = [p.absolute() for p in missing]
     if path.exists() and not path.is_dir():
         return f"{name}: is a file, not a folder; choose a folder"
     existing = next(p for p in (path, *path.absolute().parents) if p.exists())

@@ -15,7 +15,7 @@ from ntklab.config import Config, ConfigError, check_against_data
 from ntklab.data import DataError, fingerprint
 from ntklab.losses import LOSSES, with_weight_decay
 from ntklab.measurements import InitialKernel, initial_kernel
-from ntklab.models import output_scale
+from ntklab.models import PlainLinear, output_scale
 from ntklab.ntk import Method, available_bytes, dense_bytes, resolve_method
 from ntklab.optim import SAMPLERS, draws, full_batch, make_schedule
 from ntklab.theory import (
@@ -69,8 +69,11 @@ class Problem:
         return self.X.shape[0]
 
 
-def _on_device(cfg: Config, X: torch.Tensor, y: torch.Tensor, device: torch.device):
-    X, y = X.to(device=device, dtype=DTYPES[cfg.dtype]), targets(cfg, y, device, DTYPES[cfg.dtype])
+def _on_device(
+    cfg: Config, X: torch.Tensor, y: torch.Tensor, device: torch.device, source: str = ""
+):
+    dtype = DTYPES[cfg.dtype]
+    X, y = X.to(device=device, dtype=dtype), targets(cfg, y, device, dtype, source)
     if not (torch.isfinite(X).all() and torch.isfinite(y).all()):
         raise DataError(
             f"dtype={cfg.dtype!r}: the data's values overflow {cfg.dtype}; "
@@ -134,31 +137,42 @@ def make_problem(cfg: Config) -> Problem:
     data = fingerprint(X, y, cfg.data.path if csv else None, test, cfg.data.test_path)
     X, y = _on_device(cfg, X, y, device)
     if X_test is not None:
-        X_test, y_test = _on_device(cfg, X_test, y_test, device)
+        held_out = "data.test_path" if csv else "data.n_test"
+        X_test, y_test = _on_device(cfg, X_test, y_test, device, held_out)
+        if cfg.loss == "cross_entropy" and int(y_test.max()) > int(y.max()):
+            raise DataError(
+                f"{held_out}: the held-out set has class {int(y_test.max())}, the training data "
+                f"only classes 0 … {int(y.max())}; the model has one output per training class"
+            )
     model = build_model(cfg, X, y, seed=cfg.seed * 1000 + MODEL_STREAM, device=device)
     ntk = cfg.ntk
     method = resolve_method(ntk.method, model, X, ntk.memory_budget_mb * 2**20)
     output = kernel_output(cfg, method, model, X)
     initial = _kernel(cfg, model, X, method, output)
-    lr_theory = _theory_step(cfg, X, initial, output_scale(model), output)
+    lr_theory = _theory_step(cfg, X, initial, model, output)
     return Problem(
         device, X, y, data, model, method, initial, lr_theory, batch_size, output, X_test, y_test
     )
 
 
 def _theory_step(
-    cfg: Config, X: torch.Tensor, initial: InitialKernel, alpha: float, output: str | None
+    cfg: Config, X: torch.Tensor, initial: InitialKernel, model: nn.Module, output: str | None
 ) -> float:
-    """1/β: the MSE's from λ_max(K_0) (plus λ of the L2 term), the full kernel's for
-    cross-entropy, (1/(4n)) Σ‖x_i‖² + λ for the logistic loss (theory.logistic_smoothness)."""
+    """1/(β + λ), λ = optim.weight_decay (the L2 term adds λ to the smoothness), with β the
+    loss's: the MSE's 2 λ_max(K_0)/(n α²); cross-entropy's λ_max(K_full)/(2n); the logistic
+    loss's (1/(4n)) Σ‖x_i‖² for the plain linear model (theory.logistic_smoothness, the
+    notes' constant) and λ_max(K_0)/(4n) for other models (its Gauss–Newton part: the
+    logistic curvature is at most 1/4)."""
     lam, n = cfg.optim.weight_decay, X.shape[0]
     if cfg.loss == "logistic":
-        return 1.0 / logistic_smoothness(X, lam)
+        if isinstance(model, PlainLinear):
+            return 1.0 / logistic_smoothness(X, lam)
+        return 1.0 / (initial.lambda_max / (4.0 * n) + lam)
     if output == "full":
-        return cross_entropy_lr(initial.full.lambda_max, n)
-    if lam == 0:
-        return theory_lr(initial.lambda_max, n, alpha)
-    return 1.0 / (smoothness(initial.lambda_max, n, alpha) + lam)
+        lr = cross_entropy_lr(initial.full.lambda_max, n)
+    else:
+        lr = theory_lr(initial.lambda_max, n, output_scale(model))
+    return lr if lam == 0 else 1.0 / (1.0 / lr + lam)
 
 
 def minibatches(cfg: Config, batch_size: int) -> Batches:

@@ -50,6 +50,8 @@ class TrainState:
     epoch: int = 0
     lr: float = 0.0  # step size of epoch `epoch` (at epoch 0: the one epoch 1 will use)
     next_lr: float = 0.0
+    # The steps epoch `epoch`'s updates used, in order (one for GD); `lr` is the last of them.
+    epoch_lrs: list[float] = field(default_factory=list)
     loss: float = float("nan")
     # The cost so far: optimiser steps taken, and the per-example gradients they evaluated
     # (GD: n per step; SGD: the minibatch's size). The full-batch loss and gradient every
@@ -216,9 +218,13 @@ def _fire(callbacks: Sequence[Callback], event: str, state: TrainState) -> None:
 
 
 def run_epoch(state: TrainState) -> None:
-    """One epoch: each minibatch's gradient, then the hand-written update at state.lr."""
+    """One epoch: each minibatch's gradient, then the hand-written update at state.lr (or, for
+    a schedule that moves with every update, at each update's own step). Afterwards
+    state.epoch_lrs holds the steps used and state.lr the last of them, so the epoch's
+    callbacks and record see the step that was taken, not the one to come."""
     model, X, y = state.model, state.X, state.y
     per_step = getattr(state.schedule, "after_step", None)
+    lr, used = state.lr, []
     for idx in state.batches(state.n, state.generator):
         if idx is None:  # all n samples: the gradient evaluate() left on the state
             grads = state.grads
@@ -229,11 +235,15 @@ def run_epoch(state: TrainState) -> None:
             idx = idx.to(X.device)
             _, grads = loss_and_grads(model, X[idx], y[idx], state.loss_fn)
             state.grad_evals += len(idx)
-        state.optimizer.step(grads, state.lr)
+        state.optimizer.step(grads, lr)
+        used.append(lr)
         state.steps += 1
         state.grads = None
         if per_step is not None:  # a schedule whose step moves with every update
-            state.lr = per_step()
+            lr = per_step()
+    state.epoch_lrs = used
+    if used:
+        state.lr = used[-1]
 
 
 class StopSignals:

@@ -102,6 +102,18 @@ def test_default_folders_do_not_collide_and_a_refusal_leaves_none(tmp_path):
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["same", "same-2"]
 
 
+def test_a_refused_run_takes_away_the_folders_hydra_made_for_it(tmp_path):
+    """hydra.run.dir names a folder that did not exist: Hydra makes it (and its parents) before
+    the run starts; a refusal removes them again, and leaves a folder that was there alone."""
+    refused = run_cli(*TINY, "model.width=0", "hydra.run.dir=new/deeper", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    refused = run_cli(*TINY, "model.width=0", "hydra.run.dir=mine", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert (tmp_path / "mine").is_dir()
+
+
 def test_the_printed_resume_command_parses_for_any_folder_name():
     for folder in ["/tmp/plain", "/tmp/ünïcode", "/tmp/a b", "/tmp/it's", "/tmp/x(1)"]:
         line = resume_command(folder, multirun=False)

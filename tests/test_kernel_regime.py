@@ -18,9 +18,10 @@ from ntklab.kernel_regime import (
     linearization_gap,
     predicted_losses,
 )
+from ntklab.losses import mse
 from ntklab.models import OneHiddenLayer
 from ntklab.ntk import empirical_ntk
-from ntklab.optim import ConstantLR, InverseTimeLR
+from ntklab.optim import ConstantLR, InverseStepLR, InverseTimeLR
 from ntklab.train import Callback, TrainState, fit
 
 from reference import F64, explicit_jacobian, explicit_ntk
@@ -85,7 +86,8 @@ def _run(state, X_test, y_test, K0=None):
         def on_epoch_end(self, s):
             records.append(dict(s.metrics))
 
-    cbs = [RateDiagnostics(True), HeldOutLoss(X_test, y_test), prediction, LinearizationGap(1)]
+    held_out = HeldOutLoss(X_test, y_test, mse)
+    cbs = [RateDiagnostics(True), held_out, prediction, LinearizationGap(1)]
     fit(state, [*cbs, Keep()])
     return records
 
@@ -111,12 +113,16 @@ def test_the_prediction_is_the_linearised_model_trained_with_its_explicit_jacobi
         theta = theta - lr / (1 + t / 8.0) * buffer
 
 
-def test_on_the_linear_net_the_prediction_is_the_loss():
+@pytest.mark.parametrize("schedule", [InverseTimeLR, InverseStepLR])
+def test_on_the_linear_net_the_prediction_is_the_loss(schedule):
     """The linear net is linear in W: its own linearisation, so the prediction equals the loss
-    (train and held-out) to round-off, with momentum and a schedule too."""
-    sched = InverseTimeLR(0.4, 5.0)
+    (train and held-out) to round-off, with momentum and a schedule too, one that moves by
+    epoch or one that moves with every update (the prediction takes the step each epoch's
+    update used, which the record states as optim/lr)."""
+    sched = schedule(0.4, 5.0)
     state, X_test, y_test = _state(eps=1.0, lr=0.4, momentum=0.7, schedule=sched, epochs=40)
     records = _run(state, X_test, y_test)
+    assert [r["optim/lr"] for r in records[1:4]] == [0.4, 0.4 / 1.2, 0.4 / 1.4]
     for record in records:
         assert record["loss/kernel_prediction"] == pytest.approx(record["loss/train"], rel=1e-11)
         test = record["loss/test_kernel_prediction"]

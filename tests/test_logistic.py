@@ -143,3 +143,71 @@ def test_a_csv_of_labels_plus_minus_one_trains(tmp_path):
     records = read_metrics(tmp_path / "run")
     assert records[-1]["loss/excess"] < records[0]["loss/excess"]
     assert records[-1]["loss/excess"] >= -1e-15
+
+
+def test_without_weight_decay_no_least_squares_optimum_is_logged(tmp_path):
+    """The least-squares L* is the MSE's; a logistic run without an L2 term has no L* logged."""
+    cfg = load(compose_config("model=linear", "loss=logistic", "epochs=3", "data.n=24"))
+    run_experiment(cfg, tmp_path / "run", progress=False)
+    assert not any("loss/optimum" in r for r in read_metrics(tmp_path / "run"))
+
+
+def test_held_out_loss_is_the_data_loss_without_the_l2_term(tmp_path):
+    """loss/test is the logistic loss on the held-out set alone: the L2 term is a penalty on w,
+    not a loss on data."""
+    from ntklab.problem import make_problem
+
+    cfg = load(compose_config(
+        "model=plain_linear", "loss=logistic", "optim.weight_decay=0.5", "data.n=24",
+        "data.n_test=16", "dtype=float64", "epochs=0",
+    ))  # fmt: skip
+    problem = make_problem(cfg)
+    with torch.no_grad():
+        data_loss = float(logistic(problem.model, problem.X_test, problem.y_test))
+        penalised = float(
+            with_weight_decay(logistic, 0.5)(problem.model, problem.X_test, problem.y_test)
+        )
+    assert penalised > data_loss * (1 + 1e-3)
+    run_experiment(cfg, tmp_path / "run", progress=False)
+    assert read_metrics(tmp_path / "run")[0]["loss/test"] == pytest.approx(data_loss, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "beta"),
+    [
+        # MSE with an L2 term: 1/(2 λ_max(K_0)/n + λ)
+        (["optim.weight_decay=0.5"], lambda lmax, n, X: 2 * lmax / n + 0.5),
+        # the logistic loss on the leaky-ReLU net: λ_max(K_0)/(4n) + λ (not Σ‖x‖²/(4n))
+        (["loss=logistic", "optim.weight_decay=0.5"], lambda lmax, n, X: lmax / (4 * n) + 0.5),
+    ],
+)
+def test_the_theory_step_adds_the_l2_term_to_the_loss_own_smoothness(overrides, beta):
+    from ntklab.problem import make_problem
+
+    cfg = load(compose_config("data.n=24", "data.d=5", "model.width=32", *overrides))
+    problem = make_problem(cfg)
+    n = problem.X.shape[0]
+    expected = 1 / beta(problem.initial.lambda_max, n, problem.X)
+    assert problem.lr_theory == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("loss", "test_labels", "message"),
+    [
+        ("logistic", [1, -1, 2], "data.test_path gives targets that are not labels −1 or \\+1"),
+        ("cross_entropy", [0, 1, 2], "data.test_path: the held-out set has class 2"),
+    ],
+)
+def test_held_out_labels_are_checked_naming_their_file(tmp_path, loss, test_labels, message):
+    train = [1, -1] * 5 if loss == "logistic" else [0, 1] * 5
+    rows = ["x1,x2,y"] + [f"{i / 10:g},{1 - i / 10:g},{c}" for i, c in enumerate(train)]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    rows = ["x1,x2,y"] + [f"{i / 7:g},{i / 5:g},{c}" for i, c in enumerate(test_labels)]
+    (tmp_path / "test.csv").write_text("\n".join(rows) + "\n")
+    model = ["model=plain_linear"] if loss == "logistic" else ["model=mlp", "model.depth=1"]
+    cfg = load(compose_config(
+        *model, f"loss={loss}", "data=csv", f"data.path={tmp_path / 'train.csv'}",
+        f"data.test_path={tmp_path / 'test.csv'}", "data.n=null", "data.d=null", "epochs=1",
+    ))  # fmt: skip
+    with pytest.raises(DataError, match=message):
+        run_experiment(cfg, tmp_path / "run", progress=False)
