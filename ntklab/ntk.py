@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from ntklab.fixedpoint import PatternOperator
 from ntklab.kernels import model_ntk
 from ntklab.models import OneHiddenLayer, trains_only_W
 from ntklab.structured import StructuredOperator, exact_matmul
@@ -26,10 +27,11 @@ class Method(str, Enum):
         the default output layer. OneHiddenLayer only, every option included.
     JACOBIAN: per-sample Jacobians by `vmap(jacrev)`, then Σ_p J_p J_pᵀ. Any scalar-output
         `nn.Module`; O(n·p) memory for J (p trained parameters). The reference recipe.
-    NTVP: matrix-free. K is never formed during training: λ_max and λ_min come from Lanczos on
-        u ↦ K u (one VJP and one JVP for any model, two GEMMs through the neurons for a
-        OneHiddenLayer that trains only W). `empirical_ntk` assembles K column by column from
-        the same products, to check them. O(n·p) per product, O(n·iterations) memory.
+    NTVP: matrix-free. K is never formed during training: λ_max and λ_min come from a
+        Davidson solver on u ↦ K u (one VJP and one JVP for any model; for a OneHiddenLayer
+        that trains only W, two int8 products through its activation pattern). `empirical_ntk`
+        assembles K column by column from the same products, to check them. O(n·p) per
+        product, O(n·basis) memory.
     AUTO: a dense kernel (STRUCTURED where its fast closed form applies, else JACOBIAN) when K
         and its float64 `eigvalsh` fit a memory budget, else NTVP.
     """
@@ -87,9 +89,13 @@ def ntk_vector_product(model: nn.Module, X: torch.Tensor, u: torch.Tensor) -> to
 
 
 def ntk_operator(model: nn.Module, X: torch.Tensor, dtype: torch.dtype = torch.float64) -> Operator:
-    """u ↦ K u without forming K: the structured product for a OneHiddenLayer that trains only W
-    (products in `dtype`), else the generic VJP + JVP (in the model's dtype). u (n,) or (n, b)."""
+    """u ↦ K u without forming K, u (n,) or (n, b): for a OneHiddenLayer that trains only W, the
+    exact integer product through its activation pattern (a leaky ReLU: float64 results, and a
+    `fast` method) or the two-GEMM product in `dtype` (the linear net); else the generic VJP +
+    JVP (in the model's dtype)."""
     if trains_only_W(model):
+        if 0.0 <= model.negative_slope < 1.0:
+            return PatternOperator(X, model.W, model.v, model.negative_slope)
         return StructuredOperator(X, model.W, model.v, model.negative_slope, dtype=dtype)
 
     def generic(u: torch.Tensor) -> torch.Tensor:
