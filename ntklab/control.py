@@ -83,7 +83,8 @@ class LogWriter(Callback):
 
     def on_epoch_end(self, state: TrainState) -> None:
         if state.spectrum is not None:
-            self.logger.log_histogram("ntk/spectrum", state.spectrum.eigenvalues, state.epoch)
+            with state.measuring():
+                self.logger.log_histogram("ntk/spectrum", state.spectrum.eigenvalues, state.epoch)
         self.logger.log(state.epoch, state.metrics)
 
     def on_train_end(self, state: TrainState) -> None:

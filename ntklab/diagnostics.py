@@ -17,11 +17,21 @@ from ntklab.theory import rate_bound, rate_slide
 from ntklab.train import Callback, TrainState
 
 
+def unit(K: torch.Tensor) -> torch.Tensor:
+    """K / ‖K‖_F in float64: (n, n)."""
+    K = K.to(torch.float64)
+    return K / K.norm()
+
+
 def kernel_distance(A: torch.Tensor, B: torch.Tensor) -> float:
     """1 − ⟨A, B⟩_F / (‖A‖_F ‖B‖_F) for A, B (n, n), evaluated as ½‖A/‖A‖ − B/‖B‖‖²_F (the same
     number, without the cancellation of 1 − cos when the kernels are close)."""
-    A, B = A.to(torch.float64), B.to(torch.float64)
-    return 0.5 * float((A / A.norm() - B / B.norm()).pow(2).sum())
+    return unit_distance(unit(A), unit(B))
+
+
+def unit_distance(U: torch.Tensor, V: torch.Tensor) -> float:
+    """kernel_distance of two kernels given as `unit(A)`, `unit(B)`."""
+    return 0.5 * float((U - V).pow(2).sum())
 
 
 def alignment(K: torch.Tensor, y: torch.Tensor) -> float:
@@ -66,48 +76,71 @@ class RateDiagnostics(Callback):
 
 class KernelGeometry(Callback):
     """ntk/kernel_distance (K_t against K_0), ntk/velocity (that distance between K_t and the
-    previous tracked kernel, divided by the epochs between them) and ntk/alignment."""
+    previous tracked kernel, divided by the epochs between them) and ntk/alignment.
+
+    Each kernel is normalised once: K_0's and the previous one's are kept (the same numbers,
+    bit for bit, as normalising them again)."""
 
     def __init__(self) -> None:
         self.K_prev: torch.Tensor | None = None
         self.epoch_prev = 0
+        self._units: dict[str, torch.Tensor] = {}  # unit(K_0), unit(K_prev) in this process
 
     def on_epoch_end(self, state: TrainState) -> None:
         if state.K is None:
             return
+        with state.measuring():
+            self._measure(state)
+
+    def _measure(self, state: TrainState) -> None:
         K = state.K
-        state.metrics["ntk/kernel_distance"] = kernel_distance(K, state.K0)
+        U = unit(K)
+        if "K0" not in self._units:
+            self._units["K0"] = U if state.K0 is K else unit(state.K0)
+        state.metrics["ntk/kernel_distance"] = unit_distance(U, self._units["K0"])
         state.metrics["ntk/alignment"] = alignment(K, state.y)
         if self.K_prev is not None and state.epoch > self.epoch_prev:
-            distance = kernel_distance(K, self.K_prev)
+            prev = self._units.get("prev")
+            distance = unit_distance(U, unit(self.K_prev) if prev is None else prev)
             state.metrics["ntk/velocity"] = distance / (state.epoch - self.epoch_prev)
         self.K_prev, self.epoch_prev = K.detach().clone(), state.epoch
+        self._units["prev"] = U
 
     def state_dict(self) -> dict[str, object]:
         return {"K_prev": self.K_prev, "epoch_prev": self.epoch_prev}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.K_prev, self.epoch_prev = state["K_prev"], int(state["epoch_prev"])
+        self._units.clear()
 
 
 class InfiniteWidth(Callback):
     """ntk/lambda_min_inf = λ_min(K∞) and ntk/dist_to_inf = ‖K_t − K∞‖_F / ‖K∞‖_F on tracked
-    epochs; K∞ (kernels.model_ntk_inf, with the net's options) is computed once. Only for a
-    OneHiddenLayer, where K∞ has a closed form."""
+    epochs; K∞ (kernels.model_ntk_inf, with the net's options) is computed once, at the first
+    epoch with a dense K_t (a matrix-free run never forms it: at its sizes it would not fit).
+    Only for a OneHiddenLayer, where K∞ has a closed form."""
 
     def __init__(self) -> None:
         self.K_inf: torch.Tensor | None = None
         self.lambda_min_inf = math.nan
+        self.K_inf_norm: torch.Tensor | None = None
+        self.computed = False
 
-    def on_train_start(self, state: TrainState) -> None:
-        if isinstance(state.model, OneHiddenLayer):
+    def _limit(self, state: TrainState) -> torch.Tensor | None:
+        if not self.computed and isinstance(state.model, OneHiddenLayer):
             self.K_inf = model_ntk_inf(state.model, state.X)
-        if self.K_inf is not None:
-            self.lambda_min_inf = float(torch.linalg.eigvalsh(self.K_inf)[0])
+            if self.K_inf is not None:
+                self.lambda_min_inf = float(torch.linalg.eigvalsh(self.K_inf)[0])
+                self.K_inf_norm = self.K_inf.norm()
+        self.computed = True
+        return self.K_inf
 
     def on_epoch_end(self, state: TrainState) -> None:
-        if state.K is None or self.K_inf is None:
+        if state.K is None:
             return
-        diff = state.K.to(torch.float64) - self.K_inf
-        state.metrics["ntk/lambda_min_inf"] = self.lambda_min_inf
-        state.metrics["ntk/dist_to_inf"] = float(diff.norm() / self.K_inf.norm())
+        with state.measuring():
+            if self._limit(state) is None:
+                return
+            diff = state.K.to(torch.float64) - self.K_inf
+            state.metrics["ntk/lambda_min_inf"] = self.lambda_min_inf
+            state.metrics["ntk/dist_to_inf"] = float(diff.norm() / self.K_inf_norm)

@@ -236,6 +236,7 @@ def make_callbacks(
         tol=ntk.tol,
         max_iter=ntk.max_iter,
         initial=problem.initial if ntk.every > 0 else None,
+        budget=ntk.budget,
     )
     full_batch_gd = cfg.optim.name == "gd" and cfg.optim.momentum == 0
     measuring: list[Callback] = [

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -69,6 +70,9 @@ class TrainState:
     K0: torch.Tensor | None = None
     spectrum: object | None = None
     wall_time_s: float = 0.0  # training time spent before this process (restored on resume)
+    # Seconds of that time spent measuring the NTK (K_t, its spectrum, what reads them), added
+    # by the callbacks that do it through `measuring`: what ntk.budget holds to a fraction.
+    tracking_s: float = 0.0
     _started: float = field(default_factory=time.perf_counter)
 
     @classmethod
@@ -113,6 +117,15 @@ class TrainState:
         """Training wall time so far, across every process that worked on this run."""
         return self.wall_time_s + time.perf_counter() - self._started
 
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        """Counts the wall time of the block as NTK tracking (`tracking_s`)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.tracking_s += time.perf_counter() - t0
+
     def state_dict(self) -> dict[str, object]:
         """The loop's state at the end of epoch `epoch`: with the callbacks' state, all a run
         needs to continue bitwise. Tensors (on the CPU) and plain values only; W and v at the
@@ -131,6 +144,7 @@ class TrainState:
             # Only when this process already uses CUDA: asking would initialise it.
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             "wall_time_s": self.elapsed(),
+            "tracking_s": self.tracking_s,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -147,6 +161,7 @@ class TrainState:
         self.epoch = int(state["epoch"])
         self.lr = self.next_lr = float(state["lr"])
         self.wall_time_s = float(state["wall_time_s"])
+        self.tracking_s = float(state.get("tracking_s", 0.0))
 
 
 def _to_cpu(obj: object) -> object:
