@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ntklab.structured import _int_mm_fits, exact_matmul
+from ntklab.structured import _int_mm_fits, exact_matmul, pattern
 
 FAST_PLANES = 4  # 30 bits: the products an eigensolver iterates with
 EXACT_PLANES = 7  # 51 bits, float64's level: for certified residuals
@@ -88,7 +88,7 @@ class PatternOperator:
         self.v2 = v.detach().to(torch.float64) ** 2
         self.eps = eps
         with exact_matmul(), torch.no_grad():
-            self.B = torch.ge(X.detach() @ W.detach().T, 0).view(torch.int8)  # (n, m)
+            self.B = pattern(X.detach(), W.detach())  # (n, m)
         self.Bt = self.B.T.contiguous()  # (m, n)
         self.n = X.shape[0]
         if max(self.B.shape) > MAX_INNER:  # int32 sums of 0/1 × int8 digits: |sum| ≤ 128·inner
