@@ -13,6 +13,7 @@ WORKDIR /app
 COPY pyproject.toml README.md constraints.txt ./
 COPY ntklab ./ntklab
 COPY conf ./conf
+COPY hydra_plugins ./hydra_plugins
 RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --create-home --uid 1000 ntklab \
     && mkdir -p /app/runs \

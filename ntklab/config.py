@@ -16,10 +16,14 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ntklab.data import INPUTS, TARGETS
-from ntklab.models import ACTIVATIONS, PARAMETERIZATIONS
+from ntklab.data import DIGITS, INPUTS, TARGETS
+from ntklab.launch import folder_label, unique_folder
+from ntklab.losses import LOSSES
+from ntklab.models import ACTIVATIONS, MLP_ACTIVATIONS, PARAMETERIZATIONS
 from ntklab.ntk import Method
 from ntklab.optim import SAMPLERS, SCHEDULES
+from ntklab.sweep import COLUMNS, FIGURES, ReportSpec
+from ntklab.targets import check_target, gather_kwargs
 
 
 class ConfigError(ValueError):
@@ -28,24 +32,30 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING  # linear | leaky_relu
-    width: int = 512  # m, hidden neurons
+    name: str = MISSING  # linear | leaky_relu | mlp | custom
+    width: int = 512  # m, hidden neurons (of every hidden layer of an mlp)
     negative_slope: float = 0.1  # ε of the leaky ReLU, in [0, 1) (the linear net has ε = 1)
     train_output: bool = False  # also train the output layer (the kernel gains its part)
     alpha: float = 1.0  # output scale: f = α h, loss divided by α² (lazy vs rich)
     center: bool = False  # f = α (h − h_0): zero output at init
     parameterization: str = "ntk"  # ntk | standard (where a trained output layer keeps 1/√m)
+    depth: int = 1  # mlp: hidden layers L (the one-hidden-layer nets have 1)
+    activation: Optional[str] = None  # mlp: relu | leaky_relu | tanh | linear
+    _target_: Optional[str] = None  # custom: the nn.Module class pkg.module.Class, called with d=
+    kwargs: dict[str, Any] = field(default_factory=dict)  # custom: its +model.KEY=VALUE
 
 
 @dataclass
 class DataConfig:
-    name: str = MISSING  # sphere | gaussian | csv
-    n: Optional[int] = 128  # samples (csv: taken from the file)
-    d: Optional[int] = 16  # input dimension (csv: taken from the file)
+    name: str = MISSING  # sphere | gaussian | csv | digits | custom
+    n: Optional[int] = 128  # samples (csv, custom: from the data; digits: a subset, null = all)
+    d: Optional[int] = 16  # input dimension (csv, digits, custom: from the data)
     path: Optional[str] = None  # csv only: the file
     target: str = "teacher"  # teacher | linear | random
     teacher_width: int = 8  # width of the random ReLU teacher
     noise: float = 0.0  # std of label noise, added after y is scaled to unit variance
+    _target_: Optional[str] = None  # custom: a function pkg.module.func returning (X, y)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # custom: its +data.KEY=VALUE
 
 
 @dataclass
@@ -77,7 +87,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ntk: NTKConfig = field(default_factory=NTKConfig)
-    epochs: int = 200
+    loss: str = "mse"  # mse | cross_entropy (integer class labels, one output per class)
+    epochs: int = 200  # training epochs (GD: one full-batch step each; SGD: one pass over the data)
     seed: int = 0  # one seed for data, init and minibatch order (independent streams)
     device: str = "auto"  # auto (CUDA when a GPU is visible) | cpu | cuda
     dtype: str = "float32"  # float32 | float64
@@ -87,12 +98,13 @@ class Config:
     resume: bool = False  # continue the run in hydra.run.dir from checkpoints/last.pt
     overwrite: bool = False  # replace a run already in the folder
     threads: Optional[int] = None  # torch intra-op threads per run; null = torch's default
+    report: ReportSpec = field(default_factory=ReportSpec)  # what a sweep's report shows
 
 
 @dataclass
 class LRFindGrid:
     lr_min: float = 1e-3  # geometric grid from lr_min to lr_max
-    lr_max: float = 1e4
+    lr_max: float = 1e4  # the largest step tried
     per_decade: int = 1  # grid points per factor of 10 (1 = the recipe's factor 10)
     epochs: int = 20  # length of each trial run
 
@@ -106,17 +118,22 @@ class LRFindConfig(Config):
 
 def register_configs() -> None:
     """The schemas as options of the `schema` group: conf/config.yaml takes `ntklab`,
-    conf/lr_find.yaml overrides it with `lr_find`, so each program accepts only its own keys."""
+    conf/lr_find.yaml overrides it with `lr_find`, so each program accepts only its own keys.
+    Also the resolver behind the default run and sweep folders (launch.unique_folder)."""
+    OmegaConf.register_new_resolver("ntklab_unique", unique_folder, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("ntklab_label", folder_label, replace=True)
     cs = ConfigStore.instance()
     cs.store(group="schema", name="ntklab", node=Config, package="_global_")
     cs.store(group="schema", name="lr_find", node=LRFindConfig, package="_global_")
 
 
+MAX_SEED = 2**32 - 1  # seed · 1000 + stream must stay a valid generator seed
+ALPHA_RANGE = (1e-6, 1e6)
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("gd", "sgd")
 # Keys that change how a run is driven, not what it computes: a resumed run may differ in them.
-RUN_CONTROL_KEYS = ("resume", "overwrite", "checkpoint_every", "divergence_exit_code")
+RUN_CONTROL_KEYS = ("resume", "overwrite", "checkpoint_every", "divergence_exit_code", "report")
 
 
 def _fail(key: str, value: object, why: str) -> None:
@@ -147,7 +164,7 @@ def load(cfg: DictConfig, schema: type[Config] = Config) -> Config:
     """The composed config as a validated `schema` instance (optim.lr as a float or "auto")."""
     for key in sorted(OmegaConf.missing_keys(cfg)):
         _fail(key, "???", f"has no value; set it on the command line, e.g. {key}=...")
-    typed = OmegaConf.to_object(cfg)
+    typed = OmegaConf.to_object(gather_kwargs(cfg, {"model": ModelConfig, "data": DataConfig}))
     if type(typed) is not schema:
         _fail("schema", type(typed).__name__, "is another program's schema; leave `schema` unset")
     validate(typed)
@@ -163,10 +180,11 @@ def validate(cfg: Config) -> None:
     _validate_data(cfg.data)
     _validate_optim(cfg.optim)
     _validate_ntk(cfg.ntk)
+    _validate_pairs(cfg)
     if cfg.epochs < 0:
         _fail("epochs", cfg.epochs, "must be ≥ 0")
-    if cfg.seed < 0:
-        _fail("seed", cfg.seed, "must be an integer ≥ 0")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        _fail("seed", cfg.seed, f"must be an integer in [0, {MAX_SEED}]")
     _choice("device", cfg.device, DEVICES)
     _choice("dtype", cfg.dtype, DTYPES)
     if cfg.threads is not None and cfg.threads <= 0:
@@ -174,23 +192,63 @@ def validate(cfg: Config) -> None:
     _validate_run_control(cfg)
 
 
+MODELS = (*ACTIVATIONS, "mlp", "custom")
+# The one-hidden-layer nets' own options, at the values that leave an mlp or custom model as is.
+ONE_HIDDEN_LAYER_OPTIONS = {
+    "train_output": False,
+    "alpha": 1.0,
+    "center": False,
+    "parameterization": "ntk",
+}
+
+
 def _validate_model(m: ModelConfig) -> None:
-    _choice("model", m.name, ACTIVATIONS)
+    _choice("model", m.name, MODELS)
     if m.width <= 0:
         _fail("model.width", m.width, "must be a positive integer (number of hidden neurons)")
-    if m.name == "leaky_relu" and not 0.0 <= m.negative_slope < 1.0:
+    leaky = m.name == "leaky_relu" or (m.name == "mlp" and m.activation == "leaky_relu")
+    if leaky and not 0.0 <= m.negative_slope < 1.0:
         _fail("model.negative_slope", m.negative_slope, "must lie in [0, 1)")
-    if not (math.isfinite(m.alpha) and m.alpha > 0):
-        _fail("model.alpha", m.alpha, "must be a positive finite number (1 = no output scale)")
+    if not (math.isfinite(m.alpha) and ALPHA_RANGE[0] <= m.alpha <= ALPHA_RANGE[1]):
+        # α² scales the kernel and the theory step: beyond this range float32 under/overflows
+        _fail("model.alpha", m.alpha, "must lie in [1e-06, 1e+06] (1 = no output scale)")
     _choice("model.parameterization", m.parameterization, PARAMETERIZATIONS)
+    for key, value in ONE_HIDDEN_LAYER_OPTIONS.items() if m.name in ("mlp", "custom") else ():
+        if getattr(m, key) != value:
+            why = f"is an option of model=leaky_relu and model=linear, not of model={m.name}"
+            _fail(f"model.{key}", getattr(m, key), why + "; leave it unset")
+    _validate_model_kind(m)
+
+
+def _validate_model_kind(m: ModelConfig) -> None:
+    """The keys that belong to one kind of model: mlp's depth and activation, custom's target."""
+    if m.name == "mlp":
+        if m.depth < 1:
+            _fail("model.depth", m.depth, "must be a positive integer (hidden layers)")
+        _choice("model.activation", m.activation, MLP_ACTIVATIONS)
+    elif m.depth != 1:
+        _fail("model.depth", m.depth, f"model={m.name} has no depth; use model=mlp model.depth=…")
+    elif m.activation is not None:
+        _fail("model.activation", m.activation, f"model={m.name} has no activation key; use "
+              "model=mlp model.activation=… (or model=leaky_relu, model=linear)")  # fmt: skip
+    check_target("model", m.name, m._target_, m.kwargs, ConfigError)
+
+
+DATA = (*INPUTS, "csv", "digits", "custom")
+FROM_DATA = {"csv": ("n", "d"), "custom": ("n", "d"), "digits": ("d",)}  # sizes the data fix
 
 
 def _validate_data(dat: DataConfig) -> None:
-    _choice("data", dat.name, [*INPUTS, "csv"])
+    _choice("data", dat.name, DATA)
+    check_target("data", dat.name, dat._target_, dat.kwargs, ConfigError)
     if dat.name == "csv":
         if not dat.path:
             _fail("data.path", dat.path, "data=csv needs data.path=FILE")
-    else:
+    elif dat.name == "digits":
+        if dat.n is not None and not 0 < dat.n <= DIGITS:
+            _fail("data.n", dat.n, f"data=digits has {DIGITS} samples: a subset size 1…{DIGITS}, "
+                  "or null for all")  # fmt: skip
+    elif dat.name in INPUTS:
         for key in ("n", "d"):
             value = getattr(dat, key)
             if value is None or value <= 0:
@@ -233,6 +291,20 @@ def _validate_ntk(ntk: NTKConfig) -> None:
         _fail("ntk.max_iter", ntk.max_iter, "must be a positive integer, e.g. 500")
 
 
+def _validate_pairs(cfg: Config) -> None:
+    """A loss that the model and the NTK method can serve; a method that the model has."""
+    _choice("loss", cfg.loss, LOSSES)
+    if cfg.model.name == "custom" and cfg.ntk.method == Method.STRUCTURED.value:
+        _fail("ntk.method", cfg.ntk.method, "model=custom has no closed-form kernel; use "
+              "ntk=auto (jacobian, or ntvp beyond the budget) or ntk=jacobian")  # fmt: skip
+    if cfg.loss == "cross_entropy" and cfg.model.name in ACTIVATIONS:
+        _fail("loss", cfg.loss, f"needs one output per class, and model={cfg.model.name} has "
+              "one; use model=mlp or a model=custom with k outputs")  # fmt: skip
+    if cfg.loss == "cross_entropy" and cfg.ntk.method == Method.NTVP.value:
+        _fail("ntk.method", cfg.ntk.method, "loss=cross_entropy tracks the full k-output kernel, "
+              "which ntvp never forms; use ntk.method=auto, structured or jacobian")  # fmt: skip
+
+
 def _validate_run_control(cfg: Config) -> None:
     """The keys that decide how a run stops, checkpoints and reuses its folder."""
     if not cfg.divergence_factor > 1:
@@ -243,6 +315,10 @@ def _validate_run_control(cfg: Config) -> None:
         _fail("checkpoint_every", cfg.checkpoint_every, "must be ≥ 0 (0: only at the end)")
     if cfg.resume and cfg.overwrite:
         _fail("overwrite", cfg.overwrite, "cannot be combined with resume=true; choose one")
+    for column in cfg.report.fit:
+        _choice("report.fit", column, COLUMNS)
+    for figure in cfg.report.figures:
+        _choice("report.figures", figure, FIGURES)
 
 
 def _validate_grid(f: LRFindGrid) -> None:
@@ -260,14 +336,15 @@ def _validate_grid(f: LRFindGrid) -> None:
 def check_against_data(cfg: Config, n: int, d: int) -> int:
     """The keys that can only be checked once the data are loaded (a CSV's n and d are known
     only then); returns SGD's batch size (all n for GD)."""
+    source = f"the CSV {cfg.data.path}" if cfg.data.name == "csv" else f"data={cfg.data.name}"
     for key, actual in (("n", n), ("d", d)):
         asked = getattr(cfg.data, key)
-        if cfg.data.name == "csv" and asked is not None and asked != actual:
+        if key in FROM_DATA.get(cfg.data.name, ()) and asked is not None and asked != actual:
             _fail(
                 f"data.{key}",
                 asked,
-                f"the CSV {cfg.data.path} has {key}={actual}; leave data.{key} unset (null) "
-                "for csv data",
+                f"{source} has {key}={actual}; leave data.{key} unset (null) "
+                f"for {cfg.data.name} data",
             )
     if cfg.data.name == "csv" and n == 0:
         _fail("data.path", cfg.data.path, "holds no data rows")

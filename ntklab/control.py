@@ -4,6 +4,7 @@ the writer that hands each epoch's records to the logger."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,13 +71,24 @@ class DivergenceGuard(Callback):
             setattr(self, key, value)
 
 
+def log10_spectrum(eigenvalues: torch.Tensor) -> torch.Tensor:
+    """log10 of K's eigenvalues (n,), each raised to the round-off floor n · eps · λ_max first
+    (eps of float64, in which they are computed): on a log scale λ_max no longer squashes the
+    bottom of the spectrum, and eigenvalues at round-off (zero, or slightly negative) sit at the
+    floor instead of having no logarithm."""
+    lam = eigenvalues.detach().to(torch.float64)
+    floor = lam.numel() * torch.finfo(torch.float64).eps * lam.abs().max().clamp_min(1e-300)
+    return lam.clamp_min(floor).log10()
+
+
 class LogWriter(Callback):
     """Hands each epoch's records to the run's logger: the scalars every epoch, the spectrum of
-    a dense K_t as the histogram ntk/spectrum on tracked epochs, the dashboard layout at the
-    start. It runs after every callback that adds metrics (only the Checkpointer comes later)."""
+    a dense K_t as the histogram ntk/log10_spectrum on tracked epochs, the dashboard layout at
+    the start. It runs after every callback that adds metrics (only the Checkpointer comes
+    later)."""
 
-    def __init__(self, logger: RunLogger) -> None:
-        self.logger = logger
+    def __init__(self, logger: RunLogger | None = None) -> None:
+        self.logger = logger  # set once the run owns its folder (nothing is written before)
 
     def on_train_start(self, state: TrainState) -> None:
         self.logger.set_layout()
@@ -84,7 +96,9 @@ class LogWriter(Callback):
     def on_epoch_end(self, state: TrainState) -> None:
         if state.spectrum is not None:
             with state.measuring():
-                self.logger.log_histogram("ntk/spectrum", state.spectrum.eigenvalues, state.epoch)
+                self.logger.log_histogram(
+                    "ntk/log10_spectrum", log10_spectrum(state.spectrum.eigenvalues), state.epoch
+                )
         self.logger.log(state.epoch, state.metrics)
 
     def on_train_end(self, state: TrainState) -> None:
@@ -121,61 +135,88 @@ def _named(callbacks: Sequence[Callback]) -> dict[str, Callback]:
 
 
 class Checkpointer(Callback):
-    """checkpoints/init.pt at the start, checkpoints/last.pt every `every` epochs (0: never),
+    """checkpoints/init.pt at the start, checkpoints/last.pt every `every` epochs (0: never) and
     when the run ends for any reason (completed, diverged, interrupted); each write atomic.
 
     last.pt holds the loop's state (TrainState.state_dict: W, v, momentum buffers, step-size
     schedule, epoch, RNG states), the `state_dict()` of each of `others` (the run's other
-    callbacks) and the run's config, all loadable with torch.load(..., weights_only=True).
-    Put it last, after the LogWriter: a checkpoint of epoch t then always has epoch t's records
-    on disk before it."""
+    callbacks) and `extra` (the run's config and data fingerprint), all loadable with
+    torch.load(..., weights_only=True). Put it last, after the LogWriter: a checkpoint of epoch
+    t then always has epoch t's records on disk before it.
+
+    A longer run continues a completed one exactly only from a state its own run would have
+    had: the last epoch is always tracked, which a longer run does not do unless the epoch is a
+    multiple of ntk.every (`track_every`). last.pt says whether it is such a state
+    (`extendable`); when it is not, the last periodic checkpoint is kept as extend.pt."""
 
     def __init__(
         self,
         folder: RunFolder,
         every: int = 10,
         others: Sequence[Callback] = (),
-        config: dict[str, object] | None = None,
+        extra: dict[str, object] | None = None,
+        track_every: int = 0,
     ) -> None:
         self.folder = folder
         self.every = int(every)
         self.others = _named(others)
-        self.config = config or {}
+        self.extra = extra or {}
+        self.track_every = int(track_every)
+        self.last_is_clean = False  # last.pt on disk is a state a longer run also passes
 
-    def payload(self, state: TrainState) -> dict[str, object]:
+    def payload(self, state: TrainState, extendable: bool = True) -> dict[str, object]:
         return {
             **state.state_dict(),
             "callbacks": {k: cb.state_dict() for k, cb in self.others.items()},
-            "config": self.config,
+            **self.extra,
+            "extendable": extendable,
         }
 
-    def save(self, state: TrainState, last: bool = True) -> None:
-        path = self.folder.last_checkpoint if last else self.folder.init_checkpoint
-        atomic_torch_save(self.payload(state), path)
+    def save(self, state: TrainState, path: Path, extendable: bool = True) -> None:
+        atomic_torch_save(self.payload(state, extendable), path)
 
     def on_train_start(self, state: TrainState) -> None:
         self.folder.checkpoints.mkdir(parents=True, exist_ok=True)
         if state.epoch == 0:
-            self.save(state, last=False)
+            self.save(state, self.folder.init_checkpoint)
 
     def on_epoch_end(self, state: TrainState) -> None:
         # The last epoch and a stopped run are saved by on_train_end.
         due = self.every > 0 and state.epoch > 0 and state.epoch % self.every == 0
         if due and state.epoch < state.epochs and not state.stop:
-            self.save(state)
+            self.save(state, self.folder.last_checkpoint)
+            self.last_is_clean = True
 
     def on_train_end(self, state: TrainState) -> None:
-        self.save(state)
+        folder = self.folder
+        if state.stop is not None:  # interrupted (a clean state) or diverged (never extended)
+            self.save(state, folder.last_checkpoint, extendable=state.stop is Status.INTERRUPTED)
+            return
+        regular = self.track_every <= 0 or state.epoch % self.track_every == 0
+        if regular:
+            folder.extend_checkpoint.unlink(missing_ok=True)
+        elif self.last_is_clean:
+            os.replace(folder.last_checkpoint, folder.extend_checkpoint)
+        self.save(state, folder.last_checkpoint, extendable=regular)
 
-    def restore(self, payload: dict, state: TrainState) -> None:
-        """Put the loop and every other callback back where the checkpoint left them."""
-        saved = payload["callbacks"]
-        missing = sorted(set(self.others) - set(saved))
+    def restore(self, payload: dict, state: TrainState, source: Path) -> None:
+        """Put the loop and every other callback back where the checkpoint `source` left them;
+        CheckpointError when it is not a checkpoint of such a run."""
+        saved = payload.get("callbacks")
+        missing = sorted(set(self.others) - set(saved if isinstance(saved, dict) else {}))
         if missing:
             raise CheckpointError(
-                f"{self.folder.last_checkpoint} holds no state for {', '.join(missing)}, so the "
-                "run cannot continue exactly; start it afresh with overwrite=true"
+                f"{source} holds no state for {', '.join(missing)}, so the run cannot continue "
+                "exactly; start it afresh with overwrite=true"
             )
-        state.load_state_dict(payload)
-        for key, cb in self.others.items():
-            cb.load_state_dict(saved[key])
+        try:
+            state.load_state_dict(payload)
+            for key, cb in self.others.items():
+                cb.load_state_dict(saved[key])
+        except (KeyError, AttributeError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            raise CheckpointError(
+                f"{source} is not a checkpoint this run can continue from ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else 'no detail'}); start it afresh with "
+                "overwrite=true"
+            ) from None
+        self.last_is_clean = source == self.folder.last_checkpoint

@@ -1,8 +1,9 @@
 """Callbacks that set theory beside the measurement: measured rates against their bounds, the
 kernel's geometry (distance from K_0, velocity, alignment) and the infinite-width kernel K∞.
 
-They reuse the kernel the tracker put on the state (state.K, state.K0, state.spectrum) and
-never compute K themselves; on epochs without a tracked kernel they log nothing kernel-based.
+They reuse what the tracker put on the state (K_t and K_0 where they are formed, and the
+extreme eigenvalues in state.metrics, dense or matrix-free) and never compute K themselves; on
+epochs without a tracked kernel they log nothing kernel-based.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
+from torch.nn import functional
 
 from ntklab.kernels import model_ntk_inf
-from ntklab.models import OneHiddenLayer, output_scale
+from ntklab.mlp_kernels import mlp_ntk_inf
+from ntklab.models import MLP, OneHiddenLayer, output_magnitude, output_scale
+from ntklab.spectrum import Spectrum, dense_spectrum
 from ntklab.theory import rate_bound, rate_slide
 from ntklab.train import Callback, TrainState
 
@@ -40,32 +45,85 @@ def alignment(K: torch.Tensor, y: torch.Tensor) -> float:
     return float(y @ (K @ y) / (K.norm() * (y @ y)))
 
 
-class RateDiagnostics(Callback):
-    """At step t: loss/contraction = L_t / L_{t−1}; for full-batch GD without momentum also
-    pl/rate_bound (theory.rate_bound from K_{t−1} and the step of epoch t), pl/loss_bound =
-    L_{t−1} · pl/rate_bound, and pl/rate_slide (the lecture notes' 1 − μ/β from K_{t−1}). The bounds
-    need K_{t−1}, so they appear on epochs following a tracked one (every epoch at ntk.every=1)."""
+def class_alignment(K: torch.Tensor, labels: torch.Tensor) -> float:
+    """⟨K, Y Yᵀ⟩_F / (‖K‖_F ‖Y Yᵀ‖_F) for K (n, n) and integer labels (n,), Y their one-hot
+    (n, k): the alignment with the same-class indicator, which for one target y is `alignment`."""
+    Y = functional.one_hot(labels).to(torch.float64)
+    K, YYt = K.to(torch.float64), Y @ Y.T
+    return float((K * YYt).sum() / (K.norm() * YYt.norm()))
 
-    def __init__(self, full_batch_gd: bool) -> None:
-        self.gd = bool(full_batch_gd)
-        self.prev: dict[str, float] = {}  # epoch, loss, and λ_min/λ_max of K at that epoch
+
+def target_alignment(K: torch.Tensor, y: torch.Tensor) -> float:
+    """`alignment` with real targets, `class_alignment` with integer labels."""
+    return alignment(K, y) if y.is_floating_point() else class_alignment(K, y)
+
+
+def loss_floor(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    """The MSE's round-off floor: (1/n) Σ_i δr_i² / α², δr_i = eps (Σ_k |term_k(x_i)| + |y_i|), the
+    rounding error of the residual r_i = f(x_i) − y_i at X's precision (the output's terms
+    from models.output_magnitude; |f| where they are not known, a lower bound). A loss within a
+    few orders of magnitude of it carries few correct digits."""
+    with torch.no_grad():
+        mag = output_magnitude(model, X)
+        if mag is None:
+            mag = model(X).abs()
+        delta = torch.finfo(X.dtype).eps * (mag.to(torch.float64) + y.to(torch.float64).abs())
+        return float(delta.pow(2).mean()) / output_scale(model) ** 2
+
+
+# The contraction is resolved when its round-off error is below this fraction of it.
+CONTRACTION_TOLERANCE = 1e-2
+
+
+class RateDiagnostics(Callback):
+    """At step t: loss/contraction = L_t / L_{t−1}, with its round-off: loss/roundoff_floor (the
+    MSE's floor F_t, `loss_floor`, every epoch), loss/contraction_err (2 (√(F_t/L_t) +
+    √(F_{t−1}/L_{t−1})) times the contraction: a bound on its rounding error) and
+    loss/contraction_resolved (1 when
+    that error is below 1% of it). For full-batch GD without momentum, where the contraction is
+    resolved, also pl/rate_bound (theory.rate_bound from K_{t−1}'s λ's and the step of epoch t)
+    and pl/loss_bound = L_{t−1} · pl/rate_bound; at the theory step (`theory_step`: optim.lr=auto,
+    constant) also pl/rate_slide, the lecture notes' 1 − μ/β, which they claim for that step
+    only. The bounds need K_{t−1}'s extreme eigenvalues (dense or matrix-free), so they appear
+    on epochs following a tracked one (every epoch at ntk.every=1)."""
+
+    def __init__(self, full_batch_gd: bool, theory_step: bool = False, mse: bool = True) -> None:
+        self.gd, self.theory_step, self.mse = bool(full_batch_gd), bool(theory_step), bool(mse)
+        self.prev: dict[str, float] = {}  # epoch, loss, floor, and λ_min/λ_max of K then
 
     def on_epoch_end(self, state: TrainState) -> None:
         prev, L = self.prev, state.loss
+        floor = loss_floor(state.model, state.X, state.y) if self.mse else 0.0
+        if self.mse:
+            state.metrics["loss/roundoff_floor"] = floor
         if prev.get("epoch") == state.epoch - 1:
-            L_prev = prev["loss"]
-            state.metrics["loss/contraction"] = L / L_prev if L_prev > 0 else math.nan
-            if self.gd and "lambda_max" in prev:
-                alpha = output_scale(state.model)
-                lo, hi = prev["lambda_min"], prev["lambda_max"]
-                bound = rate_bound(lo, hi, state.n, state.lr, alpha)
-                state.metrics["pl/rate_bound"] = bound
-                state.metrics["pl/loss_bound"] = bound * L_prev
+            self._contraction(state, prev, L, floor)
+        self.prev = {"epoch": state.epoch, "loss": L, "floor": floor}
+        if "ntk/lambda_max" in state.metrics:
+            self.prev.update(
+                lambda_min=state.metrics["ntk/lambda_min"],
+                lambda_max=state.metrics["ntk/lambda_max"],
+            )
+
+    def _contraction(self, state: TrainState, prev: dict, L: float, floor: float) -> None:
+        L_prev = prev["loss"]
+        contraction = L / L_prev if L_prev > 0 else math.nan
+        state.metrics["loss/contraction"] = contraction
+        resolved = True
+        if self.mse:
+            relative = 2 * (math.sqrt(floor / L) if L > 0 else math.inf)
+            relative += 2 * (math.sqrt(prev.get("floor", 0.0) / L_prev) if L_prev > 0 else math.inf)
+            state.metrics["loss/contraction_err"] = relative * contraction
+            resolved = relative <= CONTRACTION_TOLERANCE
+            state.metrics["loss/contraction_resolved"] = float(resolved)
+        if self.gd and resolved and "lambda_max" in prev:
+            alpha = output_scale(state.model)
+            lo, hi = prev["lambda_min"], prev["lambda_max"]
+            bound = rate_bound(lo, hi, state.n, state.lr, alpha)
+            state.metrics["pl/rate_bound"] = bound
+            state.metrics["pl/loss_bound"] = bound * L_prev
+            if self.theory_step:
                 state.metrics["pl/rate_slide"] = rate_slide(lo, hi)
-        self.prev = {"epoch": state.epoch, "loss": L}
-        if state.spectrum is not None:
-            spec = state.spectrum
-            self.prev.update(lambda_min=spec.lambda_min, lambda_max=spec.lambda_max)
 
     def state_dict(self) -> dict[str, object]:
         return {"prev": dict(self.prev)}
@@ -75,16 +133,19 @@ class RateDiagnostics(Callback):
 
 
 class KernelGeometry(Callback):
-    """ntk/kernel_distance (K_t against K_0), ntk/velocity (that distance between K_t and the
-    previous tracked kernel, divided by the epochs between them) and ntk/alignment.
+    """ntk/kernel_distance (K_t against K_0), ntk/velocity (the kernel's change over the last
+    epoch, ‖K_t − K_{t−1}‖_F / ‖K_0‖_F, from the K_{t−1} that measurements.KernelStep puts on the
+    state: one epoch whatever ntk.every is, so it does not depend on how often the kernel is
+    tracked) and ntk/alignment (with the targets, or with the classes of integer labels; not
+    logged without targets).
 
-    Each kernel is normalised once: K_0's and the previous one's are kept (the same numbers,
-    bit for bit, as normalising them again)."""
+    K_0 is normalised once per process and its norm kept (the same numbers, bit for bit, as
+    computing them again at every tracked epoch)."""
 
     def __init__(self) -> None:
-        self.K_prev: torch.Tensor | None = None
-        self.epoch_prev = 0
-        self._units: dict[str, torch.Tensor] = {}  # unit(K_0), unit(K_prev) in this process
+        self._K0: torch.Tensor | None = None  # the K_0 that `_unit0`, `_norm0` belong to
+        self._unit0: torch.Tensor | None = None
+        self._norm0: torch.Tensor | None = None
 
     def on_epoch_end(self, state: TrainState) -> None:
         if state.K is None:
@@ -94,53 +155,98 @@ class KernelGeometry(Callback):
 
     def _measure(self, state: TrainState) -> None:
         K = state.K
+        if self._K0 is not state.K0:
+            K0 = state.K0.to(torch.float64)
+            self._K0, self._norm0 = state.K0, K0.norm()
+            self._unit0 = K0 / self._norm0
         U = unit(K)
-        if "K0" not in self._units:
-            self._units["K0"] = U if state.K0 is K else unit(state.K0)
-        state.metrics["ntk/kernel_distance"] = unit_distance(U, self._units["K0"])
-        state.metrics["ntk/alignment"] = alignment(K, state.y)
-        if self.K_prev is not None and state.epoch > self.epoch_prev:
-            prev = self._units.get("prev")
-            distance = unit_distance(U, unit(self.K_prev) if prev is None else prev)
-            state.metrics["ntk/velocity"] = distance / (state.epoch - self.epoch_prev)
-        self.K_prev, self.epoch_prev = K.detach().clone(), state.epoch
-        self._units["prev"] = U
+        state.metrics["ntk/kernel_distance"] = unit_distance(U, self._unit0)
+        if state.y is not None:
+            state.metrics["ntk/alignment"] = target_alignment(K, state.y)
+        if state.K_before is not None:
+            step = (K.to(torch.float64) - state.K_before.to(torch.float64)).norm()
+            state.metrics["ntk/velocity"] = float(step / self._norm0)
+
+
+class LinearOptimum(Callback):
+    """loss/optimum = L*, the lowest loss the linear net can reach: its outputs are every linear
+    function x ↦ β·x, so L* = min_β ‖Xβ − y‖² / (n α²), solved once by least squares in float64;
+    loss/optimum_resolved, 0 when L* is below the round-off floor of its own residual (the data
+    can be fitted exactly, L* = 0 in exact arithmetic, and the value logged is round-off); and
+    loss/excess = L_t − L*, every epoch. The linear one-hidden-layer net with the MSE only (for
+    a nonlinear net L* is not known in closed form)."""
+
+    def __init__(self) -> None:
+        self.optimum: float | None = None
+        self.resolved = True
+
+    def on_train_start(self, state: TrainState) -> None:
+        model = state.model
+        linear = isinstance(model, OneHiddenLayer) and model.negative_slope == 1.0
+        if self.optimum is None and linear and state.y is not None and state.y.is_floating_point():
+            X, y = state.X.to(torch.float64), state.y.to(torch.float64)
+            beta = torch.linalg.lstsq(X.cpu(), y.cpu()[:, None]).solution[:, 0].to(X.device)
+            r = X @ beta - y
+            scale = state.n * output_scale(model) ** 2
+            self.optimum = float(r @ r) / scale
+            # the residual's rounding error, as loss_floor takes it for the net's output
+            delta = torch.finfo(torch.float64).eps * (X.abs() @ beta.abs() + y.abs())
+            self.resolved = self.optimum > float(delta @ delta) / scale
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.optimum is not None:
+            state.metrics["loss/optimum"] = self.optimum
+            state.metrics["loss/optimum_resolved"] = float(self.resolved)
+            state.metrics["loss/excess"] = state.loss - self.optimum
 
     def state_dict(self) -> dict[str, object]:
-        return {"K_prev": self.K_prev, "epoch_prev": self.epoch_prev}
+        return {"optimum": self.optimum, "resolved": self.resolved}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        self.K_prev, self.epoch_prev = state["K_prev"], int(state["epoch_prev"])
-        self._units.clear()
+        self.optimum = state["optimum"]
+        self.resolved = bool(state.get("resolved", True))
+
+
+def infinite_width_kernel(model: nn.Module, X: torch.Tensor) -> torch.Tensor | None:
+    """The limit of the tracked kernel (n, n), float64, where a closed form exists: the
+    one-hidden-layer net with its options (kernels), the (leaky) ReLU or linear MLP
+    (mlp_kernels: the trace over k outputs); None otherwise."""
+    if isinstance(model, OneHiddenLayer):
+        return model_ntk_inf(model, X)
+    if isinstance(model, MLP):
+        return mlp_ntk_inf(model, X)
+    return None
 
 
 class InfiniteWidth(Callback):
-    """ntk/lambda_min_inf = λ_min(K∞) and ntk/dist_to_inf = ‖K_t − K∞‖_F / ‖K∞‖_F on tracked
-    epochs; K∞ (kernels.model_ntk_inf, with the net's options) is computed once, at the first
-    epoch with a dense K_t (a matrix-free run never forms it: at its sizes it would not fit).
-    Only for a OneHiddenLayer, where K∞ has a closed form."""
+    """ntk/lambda_min_inf = λ_min(K∞) on tracked epochs (dense or matrix-free) and, where K_t is
+    formed, ntk/dist_to_inf = ‖K_t − K∞‖_F / ‖K∞‖_F. K∞ (`infinite_width_kernel`, with the net's
+    options) is computed once, for the nets where it has a closed form and where it and its
+    eigvalsh fit `budget_bytes`; its norm is kept. Its λ_min is resolved
+    (ntk/lambda_min_inf_resolved = 1) when it exceeds n · eps · λ_max(K∞); below that it is
+    round-off and not logged."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget_bytes: float = float("inf")) -> None:
+        self.budget = budget_bytes
         self.K_inf: torch.Tensor | None = None
-        self.lambda_min_inf = math.nan
         self.K_inf_norm: torch.Tensor | None = None
-        self.computed = False
+        self.spectrum: Spectrum | None = None
 
-    def _limit(self, state: TrainState) -> torch.Tensor | None:
-        if not self.computed and isinstance(state.model, OneHiddenLayer):
-            self.K_inf = model_ntk_inf(state.model, state.X)
-            if self.K_inf is not None:
-                self.lambda_min_inf = float(torch.linalg.eigvalsh(self.K_inf)[0])
-                self.K_inf_norm = self.K_inf.norm()
-        self.computed = True
-        return self.K_inf
+    def on_train_start(self, state: TrainState) -> None:
+        if 4 * 8 * state.n**2 <= self.budget:  # K∞ and eigvalsh's workspace, float64
+            self.K_inf = infinite_width_kernel(state.model, state.X)
+        if self.K_inf is not None:
+            self.spectrum = dense_spectrum(self.K_inf)
+            self.K_inf_norm = self.K_inf.norm()
 
     def on_epoch_end(self, state: TrainState) -> None:
-        if state.K is None:
+        if self.spectrum is None or "ntk/lambda_min" not in state.metrics:
             return
-        with state.measuring():
-            if self._limit(state) is None:
-                return
-            diff = state.K.to(torch.float64) - self.K_inf
-            state.metrics["ntk/lambda_min_inf"] = self.lambda_min_inf
-            state.metrics["ntk/dist_to_inf"] = float(diff.norm() / self.K_inf_norm)
+        resolved = self.spectrum.resolved
+        state.metrics["ntk/lambda_min_inf_resolved"] = float(resolved)
+        if resolved:
+            state.metrics["ntk/lambda_min_inf"] = self.spectrum.lambda_min
+        if state.K is not None:
+            with state.measuring():
+                diff = state.K.to(torch.float64) - self.K_inf
+                state.metrics["ntk/dist_to_inf"] = float(diff.norm() / self.K_inf_norm)

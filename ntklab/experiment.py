@@ -1,29 +1,23 @@
-"""The assembly layer: a typed config becomes the problem (device, data, net, K_0), the training
-state, the callbacks in their firing order and the run folder's plan; then the run is trained
-and its summary written. The CLI and `ntklab-lr-find` build on it; below it no code sees a
-config object larger than the values it needs."""
+"""Runs an experiment in its run folder: takes the folder's lock, checks everything that could
+refuse the command (the folder, the config against a run to continue, its data, its records
+and checkpoint) before writing anything, then trains and writes a true summary.json however the
+run ends. The CLI and the Python API (`run_experiment`) both come here."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
-from torch import nn
+from omegaconf import DictConfig, OmegaConf
 
-from ntklab.config import (
-    Config,
-    ConfigError,
-    check_against_data,
-    first_difference,
-    load,
-    run_settings,
-)
+import ntklab
+from ntklab.config import Config, ConfigError, first_difference, load, run_settings
 from ntklab.control import (
     Checkpointer,
     CheckpointError,
@@ -31,194 +25,32 @@ from ntklab.control import (
     LogWriter,
     load_checkpoint,
 )
-from ntklab.data import DataError, load_csv, make_synthetic
-from ntklab.diagnostics import InfiniteWidth, KernelGeometry, RateDiagnostics
+from ntklab.diagnostics import InfiniteWidth, KernelGeometry, LinearOptimum, RateDiagnostics
 from ntklab.logger import RunLogger
+from ntklab.losses import PL_LOSSES
 from ntklab.measurements import (
-    InitialKernel,
+    Accuracy,
+    FullKernel,
+    KernelStep,
     NTKTracker,
     PatternChange,
     WeightMetrics,
-    initial_kernel,
 )
-from ntklab.models import OneHiddenLayer, output_scale
-from ntklab.ntk import Method, resolve_method
-from ntklab.optim import SAMPLERS, full_batch, make_schedule
+from ntklab.problem import Problem, hparams, make_problem, make_state
 from ntklab.progress import ProgressBar
 from ntklab.rundir import Plan, RunFolder, RunFolderError, Status
-from ntklab.theory import theory_lr
-from ntklab.train import Batches, Callback, TrainResult, TrainState, fit
+from ntklab.train import Callback, TrainResult, TrainState, fit
 
-log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-# Independent streams from the one `seed`: data, model init, minibatch order.
-DATA_STREAM, MODEL_STREAM, BATCH_STREAM = 0, 1, 2
+log = logging.getLogger("ntklab")
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when a GPU is visible, else the CPU; `cuda` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda': no CUDA GPU is visible; use device=cpu or device=auto")
-    return torch.device(name)
-
-
-def load_data(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
-    """X (n, d), y (n,) in float64 on the CPU, from the `data` config group."""
-    dat = cfg.data
-    if dat.name == "csv":
-        try:
-            return load_csv(dat.path)
-        except OSError as err:  # unreadable: permissions, a broken link, an I/O error
-            raise DataError(f"data.path={dat.path}: cannot be read ({err.strerror})") from None
-    return make_synthetic(
-        dat.name,
-        dat.n,
-        dat.d,
-        target=dat.target,
-        teacher_width=dat.teacher_width,
-        noise=dat.noise,
-        seed=cfg.seed * 1000 + DATA_STREAM,
-    )
-
-
-@dataclass
-class Problem:
-    """What a run trains and measures, before any training state: the device, the data X (n, d)
-    and y (n,) in the run's dtype on it, the net at W_0, the NTK method that runs, K_0 and the
-    theory step n α² / (2 λ_max(K_0)) it gives."""
-
-    device: torch.device
-    X: torch.Tensor
-    y: torch.Tensor
-    model: nn.Module
-    method: Method
-    initial: InitialKernel
-    lr_theory: float
-    batch_size: int  # SGD's minibatch size (all n for GD), checked against the data
-
-    @property
-    def n(self) -> int:
-        return self.X.shape[0]
-
-
-def make_problem(cfg: Config) -> Problem:
-    """Device, data, the net at W_0 and K_0, from a validated config."""
-    if cfg.threads is not None:
-        # Parallel sweep jobs share the cores: each job's torch gets its share, not all of them.
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    X, y = load_data(cfg)
-    n, d = X.shape
-    batch_size = check_against_data(cfg, n, d)
-    dtype = DTYPES[cfg.dtype]
-    X, y = X.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
-    if not (torch.isfinite(X).all() and torch.isfinite(y).all()):
-        raise DataError(
-            f"dtype={cfg.dtype!r}: the data's values overflow {cfg.dtype}; "
-            "rescale the data or use dtype=float64"
-        )
-    m = cfg.model
-    model = OneHiddenLayer(
-        d,
-        m.width,
-        m.name,
-        m.negative_slope,
-        seed=cfg.seed * 1000 + MODEL_STREAM,
-        dtype=dtype,
-        device=device,
-        train_output=m.train_output,
-        alpha=m.alpha,
-        center=m.center,
-        parameterization=m.parameterization,
-    )
-    ntk = cfg.ntk
-    method = resolve_method(ntk.method, model, X, ntk.memory_budget_mb * 2**20)
-    initial = initial_kernel(model, X, method, tol=ntk.tol, max_iter=ntk.max_iter)
-    lr_theory = theory_lr(initial.lambda_max, n, output_scale(model))
-    return Problem(device, X, y, model, method, initial, lr_theory, batch_size)
-
-
-def minibatches(cfg: Config, batch_size: int) -> Batches:
-    """GD's one full batch, or SGD's sampler at `batch_size`."""
-    if cfg.optim.name == "gd":
-        return full_batch
-    sampler = SAMPLERS[cfg.optim.sampling]
-
-    def batches(n: int, g: torch.Generator) -> list[torch.Tensor]:
-        return sampler(n, batch_size, g)
-
-    return batches
-
-
-def make_state(problem: Problem, cfg: Config, model: nn.Module | None = None) -> TrainState:
-    """The loop's state at W_0 for `problem` (or for `model`, a copy of its net): the step size
-    (optim.lr, or the theory step), its schedule, heavy-ball momentum and the minibatch rule."""
-    opt = cfg.optim
-    lr = problem.lr_theory if opt.lr == "auto" else float(opt.lr)
-    options = {"patience": opt.patience, "factor": opt.factor, "decay_epochs": opt.decay_epochs}
-    return TrainState.create(
-        problem.model if model is None else model,
-        problem.X,
-        problem.y,
-        epochs=cfg.epochs,
-        lr=lr,
-        momentum=opt.momentum,
-        schedule=make_schedule(opt.schedule, lr, options),
-        batches=minibatches(cfg, problem.batch_size),
-        seed=cfg.seed * 1000 + BATCH_STREAM,
-    )
-
-
-def hparams(cfg: Config, problem: Problem, lr: float) -> dict[str, Any]:
-    """The run's hyper-parameters, as summary.json and TensorBoard's HParams tab show them."""
-    m, opt = cfg.model, cfg.optim
-    return {
-        "model": m.name,
-        "width": m.width,
-        "negative_slope": problem.model.negative_slope,
-        "data": cfg.data.name,
-        "n": problem.n,
-        "d": problem.X.shape[1],
-        "optim": opt.name,
-        "lr": lr,
-        "lr_theory": problem.lr_theory,
-        "batch_size": problem.batch_size,
-        "momentum": opt.momentum,
-        "schedule": opt.schedule,
-        "train_output": m.train_output,
-        "alpha": m.alpha,
-        "center": m.center,
-        "parameterization": m.parameterization,
-        "epochs": cfg.epochs,
-        "seed": cfg.seed,
-        "ntk_method": problem.method.value,
-        "device": str(problem.device),
-        "dtype": cfg.dtype,
-        "threads": torch.get_num_threads(),
-    }
-
-
-@dataclass
-class Run:
-    """Everything a run is made of, before training."""
-
-    folder: RunFolder
-    state: TrainState
-    logger: RunLogger
-    callbacks: list[Callback]
-    guard: DivergenceGuard
-    hparams: dict[str, Any]
-    method: Method
-    resumed: bool = False
+class RunError(RuntimeError):
+    """A run that ended with an unexpected error; its summary.json says `failed` and why."""
 
 
 def make_callbacks(
-    cfg: Config, problem: Problem, logger: RunLogger, folder: RunFolder, progress: bool
-) -> tuple[list[Callback], DivergenceGuard, Checkpointer]:
+    cfg: Config, problem: Problem, folder: RunFolder, progress: bool
+) -> tuple[list[Callback], DivergenceGuard, Checkpointer, LogWriter]:
     """The callbacks in the order they fire, at every event:
 
     1. measurements of the state (weights, K_t and its spectrum, which put K_t on the state);
@@ -229,93 +61,210 @@ def make_callbacks(
        checkpoint of epoch t never runs ahead of epoch t's records.
 
     The order of 1–2 is also the order of the tags in each metrics.jsonl record."""
-    ntk = cfg.ntk
+    ntk, pl = cfg.ntk, cfg.loss in PL_LOSSES
+    initial = problem.initial if ntk.every > 0 else None
     tracker = NTKTracker(
         problem.method,
         ntk.every,
         tol=ntk.tol,
         max_iter=ntk.max_iter,
-        initial=problem.initial if ntk.every > 0 else None,
+        initial=initial,
+        output=problem.output,
+        pl=pl,
         budget=ntk.budget,
     )
-    full_batch_gd = cfg.optim.name == "gd" and cfg.optim.momentum == 0
+    opt = cfg.optim
+    full_batch_gd = opt.name == "gd" and opt.momentum == 0
+    theory_step = full_batch_gd and opt.lr == "auto" and opt.schedule == "constant"
+    outputs = [FullKernel(initial), Accuracy()] if problem.output == "full" else []
     measuring: list[Callback] = [
-        WeightMetrics(),
+        WeightMetrics(pl),
         tracker,
-        RateDiagnostics(full_batch_gd),
+        KernelStep(problem.method, ntk.every, problem.output, ntk.budget),
+        *outputs,
+        RateDiagnostics(full_batch_gd and pl, theory_step=theory_step, mse=pl),
+        LinearOptimum(),
         KernelGeometry(),
         PatternChange(),
-        InfiniteWidth(),
+        InfiniteWidth(budget_bytes=ntk.memory_budget_mb * 2**20),
     ]
     guard = DivergenceGuard(cfg.divergence_factor)
-    checkpointer = Checkpointer(
-        folder, cfg.checkpoint_every, others=[*measuring, guard], config=run_settings(cfg)
-    )
+    extra = {"config": run_settings(cfg), "data": problem.data}
+    others = [*measuring, guard]
+    checkpointer = Checkpointer(folder, cfg.checkpoint_every, others, extra, ntk.every)
+    writer = LogWriter()
     display = [ProgressBar()] if progress else []
-    callbacks = [*measuring, guard, *display, LogWriter(logger), checkpointer]
-    return callbacks, guard, checkpointer
+    return [*measuring, guard, *display, writer, checkpointer], guard, checkpointer, writer
 
 
-def _resume_payload(folder: RunFolder, cfg: Config, device: torch.device) -> dict | None:
-    """last.pt, checked against this command's config; None when the run never saved one."""
-    if not folder.last_checkpoint.exists():
+@dataclass
+class Run:
+    """A run ready to train: its folder, state and callbacks; `resume_after` is the epoch its
+    checkpoint restored (None: from W_0); `clear`: the folder's old records go first."""
+
+    cfg: Config
+    folder: RunFolder
+    problem: Problem
+    state: TrainState
+    callbacks: list[Callback]
+    guard: DivergenceGuard
+    checkpointer: Checkpointer
+    writer: LogWriter
+    hparams: dict[str, Any]
+    resume_after: int | None = None
+    clear: bool = False
+
+
+def _refuse_changes(cfg: Config, folder: RunFolder, saved: dict, data: dict) -> None:
+    """The command must ask for the run it continues: every setting but `epochs` the same (a
+    run may be trained longer, never shorter), on the same data."""
+    now = run_settings(cfg)
+    diff = first_difference({**saved.get("config", {}), "epochs": None}, {**now, "epochs": None})
+    if diff:
+        key, before, after = diff
+        raise ConfigError(
+            f"{key}={after!r}: the run in {folder.path} was started with {key}={before!r}; "
+            "resume it with its own settings, or pass overwrite=true to start a new run there"
+        )
+    epochs = saved.get("config", {}).get("epochs")
+    if epochs is not None and cfg.epochs < epochs:
+        raise ConfigError(
+            f"epochs={cfg.epochs}: the run in {folder.path} is a run of {epochs} epochs; a run "
+            "can be continued or trained longer, not shortened (or pass overwrite=true)"
+        )
+    known = saved.get("data")
+    if known and known != data:
+        what = f"data.path={cfg.data.path}" if cfg.data.name == "csv" else f"data={cfg.data.name}"
+        raise ConfigError(
+            f"{what}: these data differ from those the run in {folder.path} was trained on "
+            f"(SHA-256 of X {known.get('sha256_X', '?')[:12]}…, now {data['sha256_X'][:12]}…); "
+            "restore them, or pass overwrite=true to start a new run there"
+        )
+
+
+def _load(path: Path, problem: Problem) -> dict | None:
+    """A checkpoint of the run, or None where there is none; unreadable ones are refused."""
+    if not path.exists():
         return None
     try:
-        payload = load_checkpoint(folder.last_checkpoint, device)
+        payload = load_checkpoint(path, problem.device)
     except CheckpointError as err:
         raise RunFolderError(f"resume=true: {err}") from None
-    diff = first_difference(payload.get("config", {}), run_settings(cfg))
-    if diff:
-        key, saved, now = diff
-        raise ConfigError(
-            f"{key}={now!r}: the run in {folder.path} was started with {key}={saved!r}; resume "
-            "it with its own settings, or pass overwrite=true to start a new run there"
+    kinds = {"epoch": int, "config": dict, "callbacks": dict}
+    wrong = [key for key, kind in kinds.items() if not isinstance(payload.get(key), kind)]
+    if wrong:
+        raise RunFolderError(
+            f"resume=true: {path} is not a checkpoint of an ntklab run (no valid "
+            f"{', '.join(wrong)}); start the run afresh with overwrite=true"
         )
     return payload
 
 
-def build(cfg: Config, folder: RunFolder, resume: bool = False, progress: bool = False) -> Run:
-    """Everything a run needs; with `resume`, continued from checkpoints/last.pt if present.
-    `progress`: a progress bar on stderr when it is a terminal."""
+def prepare(cfg: Config, folder: RunFolder, plan: Plan, progress: bool) -> Run | None:
+    """The run this command asks for, built and checked without writing anything; None when a
+    finished run is asked for again with nothing to add."""
     problem = make_problem(cfg)
     state = make_state(problem, cfg)
     run_hparams = hparams(cfg, problem, state.lr)
-    payload = _resume_payload(folder, cfg, problem.device) if resume else None
-    if resume and payload is None:
+    callbacks, guard, checkpointer, writer = make_callbacks(cfg, problem, folder, progress)
+    run = Run(cfg, folder, problem, state, callbacks, guard, checkpointer, writer, run_hparams)
+    if plan in (Plan.FRESH, Plan.OVERWRITE):
+        run.clear = plan is Plan.OVERWRITE
+        return run
+    last = _load(folder.last_checkpoint, problem)
+    if last is not None:
+        _refuse_changes(cfg, folder, last, problem.data)
+    if plan is Plan.FINISHED:
+        return _extension(run, folder.read_summary() or {}, last)
+    if last is None:
         log.warning("no checkpoint in %s: starting the run again from epoch 0", folder.path)
-        folder.clear()
-    resume_after = None if payload is None else int(payload["epoch"])
-    logger = RunLogger(folder, resume_after=resume_after)
-    callbacks, guard, checkpointer = make_callbacks(cfg, problem, logger, folder, progress)
-    if payload is not None:
-        try:
-            checkpointer.restore(payload, state)
-        except CheckpointError as err:
-            logger.close()
-            raise RunFolderError(f"resume=true: {err}") from None
-        log.info("resuming %s from epoch %d", folder.path, resume_after)
-    resumed = payload is not None
-    return Run(folder, state, logger, callbacks, guard, run_hparams, problem.method, resumed)
+        run.clear = True
+        return run
+    return _continue(run, folder.last_checkpoint, last)
+
+
+def _continue(run: Run, source: Path, payload: dict) -> Run:
+    """Restore the state and callbacks from `payload`, after checking its records."""
+    epoch = payload.get("epoch")
+    if not isinstance(epoch, int):
+        raise RunFolderError(f"resume=true: {source} holds no epoch; pass overwrite=true")
+    gap = run.folder.record_gap(epoch)
+    if gap:
+        raise RunFolderError(
+            f"resume=true: {gap}, so the continued run's record would be incomplete; "
+            "pass overwrite=true to run it again from the start"
+        )
+    try:
+        run.checkpointer.restore(payload, run.state, source)
+    except CheckpointError as err:
+        raise RunFolderError(f"resume=true: {err}") from None
+    run.resume_after = epoch
+    return run
+
+
+def _extension(run: Run, summary: dict, last: dict | None) -> Run | None:
+    """A finished run asked for again: nothing to do at the same epochs (after checking its
+    records are whole), else a completed run continued to the larger `epochs` from a state its
+    longer run also passes (last.pt, else extend.pt, else W_0: the run again, to the new end)."""
+    done = int(summary.get("epochs_run", -1))
+    gap = run.folder.record_gap(done)
+    if gap:
+        raise RunFolderError(
+            f"resume=true: the run in {run.folder.path} reports {done} epochs but {gap}; "
+            "pass overwrite=true to run it again"
+        )
+    if run.cfg.epochs == summary.get("hparams", {}).get("epochs"):
+        return None
+    if summary.get("status") != Status.COMPLETED.value:
+        raise ConfigError(
+            f"epochs={run.cfg.epochs}: the run in {run.folder.path} {summary.get('status')} at "
+            f"epoch {done} and cannot be trained further; start a new run (overwrite=true)"
+        )
+    if last is not None and last.get("extendable", False):
+        return _continue(run, run.folder.last_checkpoint, last)
+    extend = _load(run.folder.extend_checkpoint, run.problem)
+    if extend is not None:
+        return _continue(run, run.folder.extend_checkpoint, extend)
+    run.clear = True
+    return run
+
+
+def default_record(cfg: Config) -> dict[str, str]:
+    """.hydra/config.yaml for a run started from Python (the CLI records Hydra's own files)."""
+    return {"config.yaml": OmegaConf.to_yaml(OmegaConf.structured(cfg))}
 
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def finals(folder: RunFolder) -> dict[str, Any]:
+    """Each tag's last logged value (`final`) and the step it was logged at (`final_step`): tags
+    logged on tracked epochs only end earlier than the loss when the last epoch is not one, and
+    a value is never set beside another epoch's as if they were one record. Also the versions
+    the run ran with."""
+    values: dict[str, Any] = {}
+    steps: dict[str, int] = {}
+    for record in folder.records():
+        step = record.get("step")
+        values.update(record)
+        steps.update({tag: step for tag in record if tag != "step"})
+    versions = {"ntklab": ntklab.__version__, "torch": torch.__version__}
+    return {"final": values, "final_step": steps, "versions": versions}
+
+
 def summarize(run: Run, result: TrainResult) -> dict[str, Any]:
     """summary.json: how the run ended, each tag's last logged value, its hyper-parameters."""
-    last: dict[str, Any] = {}
-    for record in run.folder.records():
-        last.update(record)
     summary = {
         "status": result.status.value,
         "message": result.message,
         "epochs_run": result.epochs_run,
         "final_loss": _finite(result.final_loss),
-        "final": last,
+        **finals(run.folder),
         "divergence": run.guard.report(),
-        "ntk_method": run.method.value,
+        "ntk_method": run.problem.method.value,
         "hparams": run.hparams,
+        "data": run.problem.data,
         "wall_time_s": result.wall_time_s,
     }
     if result.signal is not None:
@@ -323,42 +272,137 @@ def summarize(run: Run, result: TrainResult) -> dict[str, Any]:
     return summary
 
 
+def _failed(run: Run, err: BaseException, t0: float) -> RunError:
+    """The summary of a run an unexpected error stopped, with its traceback in ntklab.log."""
+    message = f"{type(err).__name__}: {err}".splitlines()[0]
+    try:  # the file only: the command prints its own one line
+        with open(run.folder.log, "a", encoding="utf-8") as f:
+            f.write(f"the run failed at epoch {run.state.epoch}:\n{traceback.format_exc()}")
+    except OSError:
+        pass
+    run.folder.remove_temp_files()
+    summary = {
+        "status": Status.FAILED.value,
+        "message": message,
+        "error": type(err).__name__,
+        "epochs_run": run.state.epoch,
+        **finals(run.folder),
+        "hparams": run.hparams,
+        "data": run.problem.data,
+        "total_time_s": time.perf_counter() - t0,
+    }
+    try:
+        run.folder.write_summary(summary)
+    except OSError as write_err:  # a full disk: the log line on stderr is all that is left
+        log.error("summary.json could not be written: %s", write_err)
+    return RunError(f"{message} (traceback in {run.folder.log})")
+
+
+def _interrupted(run: Run, err: BaseException, t0: float) -> None:
+    """The summary of a run stopped by a signal before or after training's own handling."""
+    run.folder.remove_temp_files()
+    summary = {
+        "status": Status.INTERRUPTED.value,
+        "message": f"interrupted by {type(err).__name__} at epoch {run.state.epoch}",
+        "epochs_run": run.state.epoch,
+        **finals(run.folder),
+        "hparams": run.hparams,
+        "data": run.problem.data,
+        "signal": str(err) or "SIGINT",
+        "total_time_s": time.perf_counter() - t0,
+    }
+    run.folder.write_summary(summary)
+
+
+class _FolderLog:
+    """The run's log file, ntklab.log, for as long as the run holds its folder: ntklab's log
+    messages, and the run's start and end (those only in the file)."""
+
+    def __init__(self, folder: RunFolder) -> None:
+        self.handler = logging.FileHandler(folder.log, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+    def note(self, message: str) -> None:
+        self.handler.emit(logging.LogRecord("ntklab", logging.INFO, "", 0, message, None, None))
+
+    def __enter__(self) -> _FolderLog:
+        logging.getLogger("ntklab").addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("ntklab").removeHandler(self.handler)
+        self.handler.close()
+
+
+def _train(run: Run, record: dict[str, str], t0: float) -> dict[str, Any]:
+    folder = run.folder
+    folder.adopt(record)
+    if run.clear:
+        folder.clear()
+    folder.remove_temp_files()
+    with _FolderLog(folder) as folder_log:
+        if run.resume_after is not None:
+            log.info("resuming %s from epoch %d", folder.path, run.resume_after)
+        else:
+            folder_log.note(f"run started: {run.cfg.epochs} epochs")
+        logger = RunLogger(folder, resume_after=run.resume_after)
+        run.writer.logger = logger
+        completed = False
+        try:
+            if run.resume_after is None:  # a resumed run keeps the records its start wrote
+                logger.log_hparams(run.hparams)
+            result = fit(run.state, run.callbacks, resume=run.resume_after is not None)
+            completed = result.status is Status.COMPLETED
+        except Exception as err:
+            raise _failed(run, err, t0) from err
+        except BaseException as err:  # a signal outside training's own handling of it
+            _interrupted(run, err, t0)
+            raise
+        finally:
+            logger.end_hparams(completed)
+            logger.close()
+        summary = summarize(run, result)
+        summary["total_time_s"] = time.perf_counter() - t0
+        folder.write_summary(summary)
+        folder_log.note(f"run {summary['status']} after {summary['epochs_run']} epochs")
+    return summary
+
+
 def run_experiment(
     cfg: Config | DictConfig,
     run_dir: str | Path,
     *,
+    record: dict[str, str] | None = None,
     resume_may_start: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Build, train and write summary.json; returns the summary. `cfg` is a Config, or a
-    composed DictConfig (turned into one here).
+    """Run `cfg` (a Config, or a composed DictConfig) in `run_dir` and return its summary.
 
-    A folder that already holds a run is refused unless `overwrite` (start again) or `resume`
-    (continue from checkpoints/last.pt; a finished run is left as it is). `resume_may_start`
-    lets resume=true start a run in an empty folder (a sweep's jobs that never ran).
-    `progress`: a progress bar on stderr when it is a terminal (off inside sweep jobs)."""
+    The run holds the folder's lock throughout. A folder that holds a run is refused unless
+    `overwrite` (replace it) or `resume` (continue it from checkpoints/last.pt; a finished run is
+    left as it is, or trained longer when `epochs` grew); a folder ntklab did not create is never
+    written into. `record`: the files of .hydra/ (name → text) the CLI keeps of the command.
+    `resume_may_start` lets resume=true start a run in an empty folder (a sweep's new jobs).
+    `progress`: a progress bar on stderr when it is a terminal (off inside sweep jobs).
+    Raises ConfigError, DataError or RunFolderError, having written nothing, when the command
+    is refused; RunError when the run ended with an unexpected error (its summary says so)."""
     t0 = time.perf_counter()
     if isinstance(cfg, DictConfig):
         cfg = load(cfg)
     folder = RunFolder(run_dir)
-    plan = folder.plan(
-        resume=cfg.resume, overwrite=cfg.overwrite, resume_may_start=resume_may_start
-    )
-    if plan is Plan.FINISHED:
-        log.info("%s already holds a finished run; nothing to resume", folder.path)
-        return folder.read_summary()
-    folder.remove_temp_files()
-    run = build(cfg, folder, resume=plan is Plan.RESUME, progress=progress)
-    if not run.resumed:  # a resumed run keeps the records its first start wrote
-        run.logger.log_hparams(run.hparams)
-    completed = False
+    created = not folder.path.exists()
+    folder.path.mkdir(parents=True, exist_ok=True)
     try:
-        result = fit(run.state, run.callbacks, resume=run.resumed)
-        completed = result.status is Status.COMPLETED
-    finally:
-        run.logger.end_hparams(completed)
-        run.logger.close()
-    summary = summarize(run, result)
-    summary["total_time_s"] = time.perf_counter() - t0
-    run.folder.write_summary(summary)
-    return summary
+        with folder.lock():
+            plan = folder.plan(
+                resume=cfg.resume, overwrite=cfg.overwrite, resume_may_start=resume_may_start
+            )
+            run = prepare(cfg, folder, plan, progress)
+            if run is None:
+                log.info("%s already holds this finished run; nothing to resume", folder.path)
+                return folder.read_summary()
+            return _train(run, record if record is not None else default_record(cfg), t0)
+    except BaseException:
+        if created and folder.path.is_dir() and not any(folder.path.iterdir()):
+            folder.path.rmdir()  # the folder this call made, for a command that wrote nothing
+        raise

@@ -1,9 +1,11 @@
-"""The sweep report's PNG figures, drawn with matplotlib's Agg canvas (no display, no pyplot)."""
+"""The sweep report's PNG figures, drawn with matplotlib's Agg canvas (no display, no pyplot).
+Points are means over seeds with their 95% intervals as error bars; fitted power laws are drawn
+with the theory's exponent beside them where the report spec names one."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from matplotlib import colormaps
@@ -13,11 +15,18 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from ntklab.sweep import COLUMNS, Sweep, loglog_fit
+from ntklab.stats import loglog_fit
+from ntklab.sweep import COLUMNS, FIGURES, Job, Sweep
 
-
-def _finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
+TITLES = {
+    "lambda_min": "λ_min(K) at init, at the end, and of K∞",
+    "max_neuron_dist": "max_k ‖w_k(T) − w_k(0)‖",
+    "rel_change": "‖K_T − K_0‖_F / ‖K_0‖_F",
+    "kernel_distance": "kernel distance 1 − cos(K_T, K_0)",
+    "rel_dist_from_init": "‖W_T − W_0‖_F / ‖W_0‖_F",
+    "excess_loss": "final excess loss L_T − L*",
+    "loss_final": "final training loss",
+}
 
 
 def _new(title: str, xlabel: str, ylabel: str) -> tuple[Figure, object]:
@@ -50,95 +59,109 @@ def _save(fig: Figure, ax, folder: Path, name: str) -> str:
     return name
 
 
-def _against_x(sweep: Sweep, tags: Sequence[tuple[str, str]], fit: bool) -> list[tuple]:
-    """For each series and column: (label, xs, ys, style, fit) over the series' completed runs."""
+def _means(sweep: Sweep, column: str) -> list[tuple[str, list[float], list[float], list[float]]]:
+    """Per series: x, the column's mean over seeds and its 95% half-width (0 from one seed)."""
     out = []
-    for label, jobs in sweep.groups().items():
-        done = [j for j in jobs if j.completed]
-        for col, style in tags:
-            pairs = [(sweep.position(j), j.column(col)) for j in done]
-            pairs = [(x, y) for x, y in pairs if _finite(y)]
-            if not pairs:
-                continue
-            xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
-            name = f"{col} ({label})" if len(sweep.groups()) > 1 else col
-            power = loglog_fit(xs, ys) if fit and sweep.x else None
-            if power is not None:
-                name += f", slope {power.slope:.3f}"
-            out.append((name, xs, ys, style, power))
+    for label, points in sweep.points().items():
+        rows = [(p.x, p.mean(column)) for p in points]
+        rows = [(x, m) for x, m in rows if m is not None]
+        if rows:
+            half = [0.0 if math.isnan(m.half) else m.half for _, m in rows]
+            out.append((label, [x for x, _ in rows], [m.value for _, m in rows], half))
     return out
 
 
-def metric_figure(sweep: Sweep, folder: Path, name: str, title: str, cols, fit: bool) -> str:
-    xlabel = sweep.x or "job"
-    fig, ax = _new(title, xlabel, ", ".join(dict.fromkeys(COLUMNS[c][0] for c, _ in cols)))
-    for label, xs, ys, style, power in _against_x(sweep, cols, fit):
-        (line,) = ax.plot(xs, ys, style, label=label)
-        if power is not None:  # the fitted power law across the fitted points
-            ends = [min(x for x in xs if x > 0), max(xs)]
-            ax.plot(ends, [power(x) for x in ends], ":", color=line.get_color())
+def metric_figure(sweep: Sweep, folder: Path, name: str, title: str, cols) -> str:
+    """Columns against x, each series' means with error bars."""
+    fig, ax = _new(
+        title, sweep.x or "job", ", ".join(dict.fromkeys(COLUMNS[c][0] for c, _ in cols))
+    )
+    many = len(sweep.groups()) > 1
+    for col, style in cols:
+        for label, xs, ys, half in _means(sweep, col):
+            ax.errorbar(xs, ys, yerr=half, fmt=style, capsize=3,
+                        label=f"{col} ({label})" if many else col)  # fmt: skip
     _x_axis(ax, sweep)
-    if fit and sweep.x:
-        ax.set_yscale("log")
-    else:
-        _log_y_if_positive(ax)
+    _log_y_if_positive(ax)
     return _save(fig, ax, folder, name)
 
 
-def loss_curves(sweep: Sweep, folder: Path) -> str:
-    """loss/train against epoch, one line per job coloured by x; unfinished runs dashed."""
-    fig, ax = _new("Training loss (dashed: not completed)", "epoch", "loss/train")
+def fit_figure(sweep: Sweep, folder: Path, column: str) -> str:
+    """A column against x in log-log: means with error bars, the power law fitted to every
+    run (its exponent and 95% interval in the legend) and the theory's exponent beside it."""
+    ref = sweep.spec.reference_slope
+    title = f"{TITLES.get(column, column)} (log-log, fitted)"
+    fig, ax = _new(title, sweep.x or "job", COLUMNS[column][0])
+    for label, xs, ys, half in _means(sweep, column):
+        done = [j for j in sweep.groups()[label] if j.completed]
+        fit = loglog_fit([sweep.position(j) for j in done], [j.column(column) for j in done])
+        name = label if len(sweep.groups()) > 1 else column
+        if fit is not None:
+            interval = "" if math.isnan(fit.interval) else f" ± {fit.interval:.3f}"
+            name += f", slope {fit.slope:.3f}{interval}"
+        bars = ax.errorbar(xs, ys, yerr=half, fmt="o", capsize=3, label=name)
+        positive = [x for x in xs if x > 0]
+        if fit is not None and positive:
+            ends = [min(positive), max(positive)]
+            color = bars.lines[0].get_color()
+            ax.plot(ends, [fit(x) for x in ends], "-", color=color, lw=1)
+            if ref is not None:  # the theory's exponent through the first mean
+                anchor = (xs[0], ys[0])
+                line = [anchor[1] * (x / anchor[0]) ** ref for x in ends]
+                ax.plot(ends, line, ":", color="grey", label=f"theory, slope {ref:g}")
+    _x_axis(ax, sweep)
+    if sweep.x is not None:
+        ax.set_yscale("log")
+    return _save(fig, ax, folder, f"{column}.png")
+
+
+def _colours(sweep: Sweep) -> Callable[[Job], tuple]:
+    """A colour per job: by its x on a colour scale when each x has one job, else one colour
+    per series (seeds of one point share it)."""
     xs = [sweep.position(j) for j in sweep.jobs]
-    drawn = [x for x, job in zip(xs, sweep.jobs, strict=True) if job.records] or xs
-    positive = sweep.x is not None and all(x > 0 for x in drawn) and len(set(drawn)) > 1
-    norm = (LogNorm if positive else Normalize)(min(drawn), max(drawn))
-    cmap = colormaps["viridis"]
-    for x, job in zip(xs, sweep.jobs, strict=True):
-        steps, losses = job.curve("loss/train")
+    if len(set(xs)) == len(xs) and sweep.x is not None:
+        positive = all(x > 0 for x in xs) and len(set(xs)) > 1
+        norm = (LogNorm if positive else Normalize)(min(xs), max(xs))
+        return lambda job: colormaps["viridis"](norm(sweep.position(job)))
+    keys = sorted({(sweep.label(j), sweep.position(j)) for j in sweep.jobs})
+    palette = colormaps["tab10" if len(keys) <= 10 else "tab20"]
+    return lambda job: palette(keys.index((sweep.label(job), sweep.position(job))) % palette.N)
+
+
+def curves(sweep: Sweep, folder: Path, tag: str, name: str, title: str) -> str:
+    """`tag` against epoch, one line per job; unfinished runs dashed."""
+    fig, ax = _new(f"{title} (dashed: not completed)", "epoch", tag)
+    colour = _colours(sweep)
+    for job in sweep.jobs:
+        steps, values = job.curve(tag)
         if steps:
             style = "-" if job.completed else "--"
             label = sweep.name(job) + ("" if job.completed else f" ({job.status})")
-            ax.plot(steps, losses, style, color=cmap(norm(x)), label=label, lw=1.2)
+            ax.plot(steps, values, style, color=colour(job), label=label, lw=1.2)
     _log_y_if_positive(ax)
-    if sweep.x is not None:
-        fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=sweep.x)
-    return _save(fig, ax, folder, "loss_curves.png")
+    xs = [sweep.position(j) for j in sweep.jobs]
+    if sweep.x is not None and len(set(xs)) == len(xs) and len(xs) > 1:
+        positive = all(x > 0 for x in xs)
+        norm = (LogNorm if positive else Normalize)(min(xs), max(xs))
+        fig.colorbar(ScalarMappable(norm=norm, cmap=colormaps["viridis"]), ax=ax, label=sweep.x)
+    return _save(fig, ax, folder, name)
 
 
-def draw_all(sweep: Sweep, folder: Path) -> list[str]:
-    """Every figure of the report, written into `folder`; returns their file names."""
-    return [
-        metric_figure(
-            sweep,
-            folder,
-            "lambda_min.png",
-            "λ_min(K) at init, at the end, and of K∞",
-            [("lambda_min_init", "o--"), ("lambda_min_final", "s-"), ("lambda_min_inf", "k:")],
-            fit=False,
-        ),
-        metric_figure(
-            sweep,
-            folder,
-            "max_neuron_dist.png",
-            "max_k ‖w_k(T) − w_k(0)‖ (log-log, fitted slope)",
-            [("max_neuron_dist", "o-")],
-            fit=True,
-        ),
-        metric_figure(
-            sweep,
-            folder,
-            "rel_change.png",
-            "‖K_T − K_0‖_F / ‖K_0‖_F (log-log, fitted slope)",
-            [("rel_change", "o-")],
-            fit=True,
-        ),
-        loss_curves(sweep, folder),
-        metric_figure(
-            sweep,
-            folder,
-            "final_loss.png",
-            "Final training loss",
-            [("loss_final", "o-")],
-            fit=False,
-        ),
-    ]
+def _figure(sweep: Sweep, folder: Path, which: str) -> list[str]:
+    if which == "lambda_min":
+        cols = [("lambda_min_init", "o--"), ("lambda_min_final", "s-"), ("lambda_min_inf", "k:")]
+        return [metric_figure(sweep, folder, "lambda_min.png", TITLES["lambda_min"], cols)]
+    if which == "fits":
+        return [fit_figure(sweep, folder, column) for column in sweep.spec.fit]
+    if which == "loss_curves":
+        return [curves(sweep, folder, "loss/train", "loss_curves.png", "Training loss")]
+    if which == "excess_loss":
+        return [curves(sweep, folder, "loss/excess", "excess_loss.png", "Excess loss L_t − L*")]
+    cols = [("loss_final", "o-")]
+    return [metric_figure(sweep, folder, "final_loss.png", TITLES["loss_final"], cols)]
+
+
+def draw_all(sweep: Sweep, folder: Path, figures: Sequence[str] | None = None) -> list[str]:
+    """The figures the report spec names (sweep.FIGURES), written into `folder`; their files."""
+    names = [f for f in (figures or sweep.spec.figures) if f in FIGURES]
+    return [path for which in names for path in _figure(sweep, folder, which)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,13 +13,15 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ntklab.rundir import Status
+from ntklab.launch import console, stopping, sweep_interrupted, sweep_started
+from ntklab.rundir import MARKER, RunFolder, Status
 from ntklab.sweep import override_key
 
 # Job folders are checked only when they are named after the overrides (conf/config.yaml),
 # and only for Hydra's basic sweeper, whose jobs are every combination of the listed values.
 OVERRIDE_SUBDIR = "${hydra.job.override_dirname}"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+_PROGRESS: list[Any] = []  # the running sweep's jobs-done bar (progress.SweepProgress)
 
 
 def sweep_jobs(arguments: list[str]) -> list[list[str]]:
@@ -60,47 +64,108 @@ def shared_folders(folders: list[str]) -> list[tuple[str, str]]:
     return clashes
 
 
+def escaping_folders(sweep_dir: Path, folders: list[str]) -> list[str]:
+    """Job folders that would lie outside the sweep folder (a value holding `..` or `/`)."""
+    root = sweep_dir.resolve()
+    return [f for f in folders if not (root / f).resolve().is_relative_to(root)]
+
+
+def held_jobs(sweep_dir: Path) -> list[str]:
+    """The job folders under `sweep_dir` that hold a run (a rerun must continue or replace)."""
+    if not sweep_dir.is_dir():
+        return []
+    found = []
+    for marker in sorted(sweep_dir.rglob(MARKER)):
+        folder = RunFolder(marker.parent)
+        if ".submitit" not in marker.parts and folder.status() is not None:
+            found.append(marker.parent.relative_to(sweep_dir).as_posix())
+    return found
+
+
+def _refuse(message: str) -> None:
+    console(f"error: {message}", logging.ERROR)
+    sys.exit(2)
+
+
+def _signal_of(job_dir: Path) -> str:
+    """The signal that interrupted a job (its summary says; SIGINT when it never started)."""
+    signal_name = (RunFolder(job_dir).read_summary() or {}).get("signal")
+    return signal_name if signal_name in signal.Signals.__members__ else "SIGINT"
+
+
+def _exit_status(config: DictConfig, sweep_dir: Path, path: Path | None) -> None:
+    """After the report: 128 + the signal that stopped the sweep; 1 when a job failed, was
+    refused or was killed; `divergence_exit_code` when one diverged; else 0."""
+    from ntklab.sweep import find_jobs
+
+    jobs = find_jobs(sweep_dir) if path is not None else []
+    interrupted = [job for job in jobs if job.status is Status.INTERRUPTED]
+    stopped = stopping() or (_signal_of(sweep_dir / interrupted[0].name) if interrupted else None)
+    if stopped:
+        sweep_interrupted(sweep_dir, path, stopped)
+        sys.exit(128 + signal.Signals[stopped].value)
+    bad = [job for job in jobs if job.status in (Status.FAILED, Status.REFUSED, Status.UNFINISHED)]
+    if bad:
+        kinds = sorted({job.status.value for job in bad})
+        console(
+            f"{len(bad)} of {len(jobs)} jobs {' or '.join(kinds)}: "
+            + ", ".join(job.name for job in bad)
+            + f" (why: {path.name} and their job folders)"
+        )
+        sys.exit(1)
+    diverged = [job.name for job in jobs if job.status is Status.DIVERGED]
+    code = int(config.get("divergence_exit_code", 0) or 0)
+    if diverged and code:
+        console(f"{len(diverged)} jobs diverged: " + ", ".join(diverged))
+        sys.exit(code)
+
+
 class SweepReport(Callback):
-    """At the start of a multirun: stop if two jobs would write into the same folder.
-    At its end: write the sweep report (ntklab.report) and exit non-zero if a job failed."""
+    """At the start of a multirun: refuse a sweep whose jobs would share a folder or leave the
+    sweep folder, or that would rerun a sweep folder holding runs without resume=true or
+    overwrite=true, before anything is written. At its end: write the sweep report and exit
+    non-zero if a job failed, was refused, was killed or the sweep was interrupted."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        folders = planned_folders(config)
-        clashes = shared_folders(folders) if folders else []
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        folders = planned_folders(config) or []
+        clashes = shared_folders(folders)
         if clashes:
             a, b = clashes[0]
             where = f"'{a}' twice" if a == b else f"'{b}' inside '{a}'"
-            print(
-                f"ntklab: error: two jobs of this sweep would write into one folder ({where}); "
+            _refuse(
+                f"two jobs of this sweep would write into one folder ({where}); "
                 "remove the repeated override value, or keep the key out of "
-                "hydra.job.config.override_dirname.exclude_keys",
-                file=sys.stderr,
+                "hydra.job.config.override_dirname.exclude_keys"
             )
-            sys.exit(2)
+        outside = escaping_folders(sweep_dir, folders)
+        if outside:
+            _refuse(
+                f"the job folder '{outside[0]}' would lie outside the sweep folder {sweep_dir}; "
+                "add the key whose value holds '..' or '/' to "
+                "hydra.job.config.override_dirname.exclude_keys"
+            )
+        held = held_jobs(sweep_dir)
+        if held and not (config.get("resume") or config.get("overwrite")):
+            _refuse(
+                f"hydra.sweep.dir={sweep_dir}: already holds a sweep ({len(held)} job folders "
+                "with runs); pass resume=true to continue it, overwrite=true to replace its "
+                "runs, or choose another folder"
+            )
+        sweep_started(sweep_dir)
+        from ntklab.progress import SweepProgress  # a jobs-done bar on a terminal
+
+        # Kept in this module, not on the callback: launchers pickle the callbacks for their
+        # workers, and a bar's thread and lock cannot be pickled.
+        _PROGRESS[:] = [SweepProgress(sweep_dir, folders).start()]
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from ntklab.report import write_report  # matplotlib only when a report is drawn
-        from ntklab.sweep import SweepError, find_jobs, group
-
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        try:
-            sweep = group(find_jobs(sweep_dir))
-        except SweepError as err:
-            print(f"ntklab: no sweep report: {err}", file=sys.stderr)
-            return
-        path = write_report(sweep_dir, sweep)
-        print(f"ntklab: sweep report → {path}", file=sys.stderr)
-        failed = [job.name for job in sweep.jobs if job.status is Status.FAILED]
-        if failed:
-            print(
-                f"ntklab: {len(failed)} of {len(sweep.jobs)} jobs failed: "
-                + ", ".join(failed)
-                + f" (their errors are in {path.name} and their job folders)",
-                file=sys.stderr,
-            )
-            sys.exit(1)
-        diverged = [job.name for job in sweep.jobs if job.status is Status.DIVERGED]
-        code = int(config.get("divergence_exit_code", 0) or 0)
-        if diverged and code:
-            print(f"ntklab: {len(diverged)} jobs diverged: " + ", ".join(diverged), file=sys.stderr)
-            sys.exit(code)
+        while _PROGRESS:
+            _PROGRESS.pop().stop()
+        from ntklab.report import write_sweep_report  # matplotlib only when a report is drawn
+
+        path = write_sweep_report(sweep_dir)
+        if path is not None:
+            console(f"sweep report → {path}")
+        _exit_status(config, sweep_dir, path)

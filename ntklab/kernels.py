@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from ntklab.models import OneHiddenLayer, sigma
-from ntklab.structured import exact_matmul, structured_ntk
+from ntklab.models import OneHiddenLayer, sigma, sigma_prime
+from ntklab.structured import default_chunk, exact_matmul, structured_ntk
 
 
 def output_layer_ntk(
@@ -28,12 +28,20 @@ def output_layer_ntk(
 
 
 def _angles(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gram G = X Xᵀ, norms product N_ij = ‖x_i‖‖x_j‖ and angles θ_ij ∈ [0, π], all (n, n)."""
+    """Gram G = X Xᵀ, norms product N_ij = ‖x_i‖‖x_j‖ and angles θ_ij ∈ [0, π], all (n, n).
+
+    θ = atan2(sin θ, cos θ) from the unit vectors u_i: sin θ = ‖u_i − u_j‖ ‖u_i + u_j‖ / 2 and
+    cos θ = (‖u_i + u_j‖² − ‖u_i − u_j‖²) / 4, the distances taken as norms of differences. This
+    keeps every digit near θ = 0 and π, where arccos(x_i·x_j / N_ij) loses half of them."""
     G = X @ X.T
     norms = X.norm(dim=1)
     N = norms[:, None] * norms[None, :]
-    cos = torch.where(N > 0, G / N.clamp_min(torch.finfo(X.dtype).tiny), torch.ones_like(G))
-    return G, N, torch.arccos(cos.clamp(-1.0, 1.0))
+    U = X / norms.clamp_min(torch.finfo(X.dtype).tiny)[:, None]
+    exact = "donot_use_mm_for_euclid_dist"  # differences, not ‖a‖² + ‖b‖² − 2ab
+    minus = torch.cdist(U, U, compute_mode=exact)
+    plus = torch.cdist(U, -U, compute_mode=exact)
+    theta = torch.atan2(minus * plus / 2, (plus.square() - minus.square()) / 4)
+    return G, N, torch.where(N > 0, theta, torch.zeros_like(theta))
 
 
 def infinite_width_ntk(X: torch.Tensor, negative_slope: float) -> torch.Tensor:
@@ -68,6 +76,25 @@ def model_ntk(model: OneHiddenLayer, X: torch.Tensor) -> torch.Tensor:
     K = structured_ntk(X, W, v, eps)
     if model.train_output:
         K = K + output_layer_ntk(X, W, eps, model.output_multiplier)
+    return K if model.alpha == 1.0 else K * model.alpha**2
+
+
+def cross_model_ntk(model: OneHiddenLayer, X1: torch.Tensor, X2: torch.Tensor) -> torch.Tensor:
+    """The cross kernel K(X1, X2) of `model` in closed form, (n1, n2) in the model's dtype:
+    α² ((X1 X2ᵀ) ⊙ (S1 diag(v²) S2ᵀ) + c² Φ1 Φ2ᵀ), neurons a slab at a time."""
+    W, v, eps = model.W.detach(), model.v.detach(), model.negative_slope
+    M = torch.zeros(X1.shape[0], X2.shape[0], dtype=X1.dtype, device=X1.device)
+    out = torch.zeros_like(M) if model.train_output else None
+    chunk = default_chunk(max(X1.shape[0], X2.shape[0]), W.shape[0])
+    with exact_matmul(), torch.no_grad():
+        for k in range(0, W.shape[0], chunk):
+            Z1, Z2 = X1 @ W[k : k + chunk].T, X2 @ W[k : k + chunk].T
+            M.addmm_(sigma_prime(Z1, eps) * v[k : k + chunk] ** 2, sigma_prime(Z2, eps).T)
+            if out is not None:
+                out.addmm_(sigma(Z1, eps), sigma(Z2, eps).T)
+        K = M.mul_(X1 @ X2.T)
+        if out is not None:
+            K.add_(out, alpha=model.output_multiplier**2)
     return K if model.alpha == 1.0 else K * model.alpha**2
 
 

@@ -10,42 +10,118 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tensorboard.plugins.hparams import api_pb2
+from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import histogram as histogram_summary
-from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
+from ntklab.launch import command_keys
 from ntklab.rundir import RunFolder
 
-# Tags the HParams dashboard shows next to the hyper-parameters (each run's last logged value).
-HPARAM_METRICS = (
-    "loss/train",
-    "ntk/lambda_min",
-    "ntk/lambda_max",
-    "ntk/rel_change",
-    "weights/max_neuron_dist",
-    "weights/rel_dist_from_init",
-    "pl/mu",
+# The HParams dashboard's metric columns: each run's last logged value of these tags.
+HPARAM_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("loss/train", "loss", "L(W_t) = (1/n) Σ (f(x_i) − y_i)² at the last epoch"),
+    ("ntk/lambda_min", "λ_min(K)", "smallest eigenvalue of the empirical NTK K_t"),
+    ("ntk/lambda_max", "λ_max(K)", "largest eigenvalue of K_t"),
+    ("ntk/rel_change", "‖K−K₀‖/‖K₀‖", "relative change of the kernel since initialisation"),
+    ("weights/max_neuron_dist", "max ‖w_k−w_k(0)‖", "the largest distance a neuron moved"),
+    ("weights/rel_dist_from_init", "‖W−W₀‖/‖W₀‖", "relative distance from initialisation"),
+    ("pl/mu", "PL μ", "4 λ_min(K_t) / n, the PL constant"),
 )
 
-# TensorBoard's CUSTOM SCALARS tab: each chart overlays the tags whose names match its regexes.
-LAYOUT: dict[str, dict[str, list[object]]] = {
-    "theory vs measurement": {
-        "loss and its one-step bound": ["Multiline", [r"^loss/train$", r"^pl/loss_bound$"]],
-        "contraction vs bounds": [
-            "Multiline",
-            [r"^loss/contraction$", r"^pl/rate_bound$", r"^pl/rate_slide$"],
-        ],
-        "lambda_min vs infinite width": [
-            "Multiline",
-            [r"^ntk/lambda_min$", r"^ntk/lambda_min_inf$"],
-        ],
-        "PL ratio vs mu": ["Multiline", [r"^pl/ratio$", r"^pl/mu$"]],
-        "kernel movement": [
-            "Multiline",
-            [r"^ntk/kernel_distance$", r"^ntk/rel_change$", r"^ntk/dist_to_inf$"],
-        ],
-    }
+# The hyper-parameters (problem.hparams) by the config key a user types: `model.width=64`.
+# Keys not listed (derived values such as lr_theory) keep their own names.
+HPARAM_NAMES = {
+    "model": "model", "width": "model.width", "negative_slope": "model.negative_slope",
+    "train_output": "model.train_output", "alpha": "model.alpha", "center": "model.center",
+    "parameterization": "model.parameterization", "data": "data", "n": "data.n",
+    "d": "data.d", "optim": "optim", "lr": "optim.lr", "batch_size": "optim.batch_size",
+    "momentum": "optim.momentum", "schedule": "optim.schedule", "ntk_method": "ntk.method",
+}  # fmt: skip
+# Override keys that name another hparam: `ntk=ntvp` sets ntk.method.
+OVERRIDE_NAMES = {"ntk": "ntk.method"}
+
+# Tags also logged as log10, for the charts whose values span decades (TensorBoard's custom
+# scalars cannot be told to use a log axis): `loss/train` → `loss/log10_train`.
+LOG10_TAGS = {
+    "loss/train": "loss/log10_train",
+    "pl/loss_bound": "pl/log10_loss_bound",
+    "pl/ratio": "pl/log10_ratio",
+    "pl/mu": "pl/log10_mu",
 }
+
+
+def _chart(*tags: str) -> list[object]:
+    return ["Multiline", [f"^{tag}$" for tag in tags]]
+
+
+# TensorBoard's CUSTOM SCALARS tab: each chart overlays the tags its regexes match, one colour
+# per run. "across runs" holds one quantity per chart, so a sweep reads by colour; "theory vs
+# measurement" one comparison per chart, on log10 where the values span decades.
+LAYOUT: dict[str, dict[str, list[object]]] = {
+    "across runs: one quantity per chart": {
+        "log10 loss": _chart("loss/log10_train"),
+        "λ_min(K_t)": _chart("ntk/lambda_min"),
+        "kernel change ‖K_t − K_0‖ / ‖K_0‖": _chart("ntk/rel_change"),
+        "largest neuron move max_k ‖w_k − w_k(0)‖": _chart("weights/max_neuron_dist"),
+        "contraction L_t / L_{t−1}": _chart("loss/contraction"),
+        "kernel distance to K_0 (1 − cosine)": _chart("ntk/kernel_distance"),
+    },
+    "theory vs measurement: one comparison per chart": {
+        "log10 loss (lower) and its one-step bound (upper)": _chart(
+            "loss/log10_train", "pl/log10_loss_bound"
+        ),
+        "contraction vs the corrected bound and the notes' constant": _chart(
+            "loss/contraction", "pl/rate_bound", "pl/rate_slide"
+        ),
+        "λ_min(K_t) vs λ_min(K∞)": _chart("ntk/lambda_min", "ntk/lambda_min_inf"),
+        "log10 PL ratio ‖∇L‖²/L (upper) vs log10 μ (lower)": _chart(
+            "pl/log10_ratio", "pl/log10_mu"
+        ),
+        "K_t's distance to K∞, relative": _chart("ntk/dist_to_inf"),
+    },
+}
+
+
+class _Kind(hp.Domain):
+    """An hparam's type, and whether its value varies between the runs, with no domain: the
+    dashboard's filters then accept any value (one logdir may hold runs of several sweeps)."""
+
+    KINDS = {bool: "DATA_TYPE_BOOL", int: "DATA_TYPE_FLOAT64", float: "DATA_TYPE_FLOAT64"}
+
+    def __init__(self, value: object, differs: bool) -> None:
+        self.kind = self.KINDS.get(type(value), "DATA_TYPE_STRING")
+        self.differs = differs
+
+    @property
+    def dtype(self) -> type:
+        return {"DATA_TYPE_BOOL": bool, "DATA_TYPE_FLOAT64": float}.get(self.kind, str)
+
+    def sample_uniform(self, rng=None):  # part of the interface; ntklab never samples
+        raise NotImplementedError
+
+    def update_hparam_info(self, hparam_info) -> None:
+        hparam_info.type = api_pb2.DataType.Value(self.kind)
+        hparam_info.differs = self.differs
+
+
+def hparam_values(hparams: dict[str, object]) -> dict[str, bool | int | float | str]:
+    """The run's hyper-parameters by config key, as values TensorBoard takes."""
+    return {
+        HPARAM_NAMES.get(k, k): v if isinstance(v, (bool, int, float, str)) else str(v)
+        for k, v in hparams.items()
+    }
+
+
+def experiment_config(values: dict[str, object], varied: list[str]):
+    """The HParams experiment: every hyper-parameter, the `varied` keys first (the dashboard
+    lists those marked as differing first and shows the first five), then the metrics by their
+    display names."""
+    varied_names = {OVERRIDE_NAMES.get(k, k) for k in varied}
+    params = [hp.HParam(name, _Kind(v, name in varied_names)) for name, v in values.items()]
+    metrics = [hp.Metric(tag, display_name=name, description=about)
+               for tag, name, about in HPARAM_METRICS]  # fmt: skip
+    return hp.hparams_config_pb(params, metrics)
 
 
 def _event_file_second(path: Path) -> int:
@@ -63,6 +139,18 @@ def _wait_for_new_second(tb_dir: Path) -> None:
     deadline = time.time() + 2.0  # a file stamped in the future (clock skew) cannot be beaten
     while int(time.time()) <= latest and time.time() < deadline:
         time.sleep(0.05)
+
+
+def _log10(value: float) -> float:
+    """log10, with log10(0) = −inf, log10(inf) = inf and NaN for NaN or a negative value."""
+    if value > 0:
+        return math.log10(value)  # inf for inf
+    return -math.inf if value == 0 else math.nan
+
+
+def log10_tags(metrics: dict[str, float]) -> dict[str, float]:
+    """log10 of each tag of LOG10_TAGS present in `metrics`."""
+    return {LOG10_TAGS[tag]: _log10(float(metrics[tag])) for tag in LOG10_TAGS if tag in metrics}
 
 
 class RunLogger:
@@ -85,7 +173,10 @@ class RunLogger:
         self._jsonl = open(folder.metrics, "a", encoding="utf-8")
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        """The epoch's scalars, then the log10 of those in LOG10_TAGS (after every other tag, so
+        the record's other keys keep their order)."""
         record: dict[str, float | int | None] = {"step": int(step)}
+        metrics = {**metrics, **log10_tags(metrics)}
         for tag, value in metrics.items():
             value = float(value)
             self.writer.add_scalar(tag, value, global_step=step)
@@ -108,15 +199,18 @@ class RunLogger:
         """TensorBoard's custom-scalars layout {category: {chart: ["Multiline", [tag regexes]]}}."""
         self.writer.add_custom_scalars(layout)
 
-    def log_hparams(self, hparams: dict[str, object], metrics: tuple[str, ...] = HPARAM_METRICS):
-        """Hyper-parameters into this run's own tb/ folder (not the subfolder `add_hparams`
-        makes), so the HParams dashboard lists every run of a sweep in one table. Metrics are
-        named by tag: the dashboard shows each run's last logged value of them."""
-        values = {
-            k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()
-        }
-        exp, ssi, _ = hparams_summaries(values, dict.fromkeys(metrics, 0.0))
-        for summary in (exp, ssi):
+    def log_hparams(self, hparams: dict[str, object]) -> None:
+        """The HParams dashboard's records, into this run's own tb/ folder (so every run of a
+        sweep is a row of one table): the experiment (hyper-parameters named by config key,
+        the command's varying keys first, the metrics by display name) and this run's values.
+        The trial is named by the overrides that name the run, by the last part of their keys
+        (the table cuts its names short: `width=256`, not `model.width=2…`), and its start."""
+        values = hparam_values(hparams)
+        named, varied = command_keys(self.folder.path)
+        short = ",".join(o.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + o.split("=", 1)[1]
+                         for o in named)  # fmt: skip
+        trial = f"{short or 'default'} · {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        for summary in (experiment_config(values, varied), hp.hparams_pb(values, trial)):
             self.writer.file_writer.add_summary(summary)
         self.writer.flush()
 

@@ -3,8 +3,9 @@
 Tries a geometric grid of constant steps (lr_find.lr_min … lr_find.lr_max, lr_find.per_decade
 points per factor 10), each a short run of lr_find.epochs epochs from the same init with the
 rest of the config as given, and reports the largest stable one next to GD's stability limit
-n α² / λ_max(K_0) (= 2/β; on a quadratic GD diverges iff lr exceeds it). The problem (data,
-net, K_0) is built once; each trial trains a copy of the net, without tracking or files.
+n α² / λ_max(K_0) (= 2/β; on a quadratic GD diverges iff lr exceeds it; with cross-entropy
+4n / λ_max of the full k-output kernel, from its Gauss–Newton bound). The problem (data, net,
+K_0) is built once; each trial trains a copy of the net, without tracking or files.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from omegaconf import DictConfig
 from ntklab.config import ConfigError, LRFindConfig, load, register_configs
 from ntklab.control import DivergenceGuard
 from ntklab.data import DataError
-from ntklab.experiment import Problem, make_problem, make_state
 from ntklab.models import output_scale
+from ntklab.problem import Problem, make_problem, make_state
 from ntklab.theory import stability_lr
 from ntklab.train import fit
 
@@ -66,7 +67,10 @@ def find_lr(cfg: LRFindConfig) -> dict[str, Any]:
     grid = cfg.lr_find
     lrs = geometric_grid(grid.lr_min, grid.lr_max, grid.per_decade)
     trials = [trial(problem, cfg, lr) for lr in lrs]
-    limit = stability_lr(problem.initial.lambda_max, problem.n, output_scale(problem.model))
+    if problem.output == "full":  # cross-entropy: 2/β = 4n/λ_max(K_full), twice its theory step
+        limit = 2.0 * problem.lr_theory
+    else:
+        limit = stability_lr(problem.initial.lambda_max, problem.n, output_scale(problem.model))
     best = max((t["lr"] for t in trials if t["stable"]), default=None)
     return {
         "trials": trials,
@@ -89,7 +93,7 @@ def format_report(found: dict[str, Any]) -> str:
     else:
         lines.append(
             f"largest stable step {found['lr_stable']:.4g} = {found['ratio']:.3g} × GD's theory "
-            f"limit n/λ_max(K_0) = {limit:.4g}"
+            f"limit 2/β (n/λ_max(K_0) for the MSE) = {limit:.4g}"
         )
         if found["lr_stable"] == found["trials"][-1]["lr"]:
             lines.append("the largest step of the grid was stable: raise lr_find.lr_max")

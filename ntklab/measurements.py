@@ -1,5 +1,6 @@
 """Callbacks that measure the state of the net: how far the weights moved, which activations
-flipped, and the empirical NTK K_t with its extreme eigenvalues and the PL constant."""
+flipped, the empirical NTK K_t with its extreme eigenvalues and the PL constant, and for k
+outputs the full kernel's extreme eigenvalues and the accuracy."""
 
 from __future__ import annotations
 
@@ -12,38 +13,81 @@ from torch import nn
 
 from ntklab.budget import TrackingSchedule
 from ntklab.davidson import davidson
-from ntklab.models import OneHiddenLayer, output_scale
-from ntklab.ntk import Method, empirical_ntk, ntk_operator
+from ntklab.losses import accuracy
+from ntklab.models import MLP, OneHiddenLayer, output_scale
+from ntklab.ntk import Method, empirical_ntk, full_matrix, ntk_operator, output_trace
 from ntklab.precondition import FeatureDeflation
 from ntklab.spectrum import ExtremeEig, Spectrum, dense_spectrum
 from ntklab.theory import pl_mu
 from ntklab.train import Callback, TrainState
 
 
-class WeightMetrics(Callback):
-    """weights/* (distance of W_t from W_0) and pl/ratio = ‖∇L(W_t)‖² / L(W_t), every epoch."""
+def _trained(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach() for p in model.parameters() if p.requires_grad]
 
-    def __init__(self) -> None:
-        self.W0: torch.Tensor | None = None  # (m, d), kept from the start (or the checkpoint)
+
+def _neurons(model: nn.Module) -> list[bool]:
+    """Which trained tensors hold neurons' incoming weights as rows: an MLP's hidden layers,
+    every tensor with two or more dimensions of any other module."""
+    hidden = {id(W) for W in model.hidden} if isinstance(model, MLP) else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [p.ndim >= 2 if hidden is None else id(p) in hidden for p in params]
+
+
+def _distances(model: nn.Module, then: list[torch.Tensor]) -> tuple[float, float]:
+    """‖θ_t − θ_0‖ over every trained tensor, and the largest movement of one neuron's incoming
+    weights (`_neurons`; NaN when there is none)."""
+    diffs = [a - b for a, b in zip(_trained(model), then, strict=True)]
+    dist = float(torch.cat([d.reshape(-1) for d in diffs]).norm())
+    rows = [
+        d.reshape(d.shape[0], -1).norm(dim=1).max()
+        for d, neuron in zip(diffs, _neurons(model), strict=True)
+        if neuron
+    ]
+    return dist, float(max(rows)) if rows else math.nan
+
+
+class WeightMetrics(Callback):
+    """weights/* (distance from init) and, with `pl`, pl/ratio = ‖∇L(W_t)‖² / L(W_t), every epoch.
+
+    The weights are a OneHiddenLayer's W (docs/theory.md's W_t), and every trained parameter
+    of any other model; weights/max_neuron_dist is the largest movement of one neuron's
+    incoming weights (a row of W, of an MLP's hidden layers, or of any parameter with two or
+    more dimensions of another module)."""
+
+    def __init__(self, pl: bool = True) -> None:
+        self.pl = bool(pl)
+        # W_0 (m, d) of a OneHiddenLayer, else every trained tensor at init; kept from the start
+        # (or the checkpoint)
+        self.W0: torch.Tensor | list[torch.Tensor] | None = None
         self.W0_norm = math.nan
 
     def on_train_start(self, state: TrainState) -> None:
-        if self.W0 is None:
+        if self.W0 is not None:
+            return
+        if isinstance(state.model, OneHiddenLayer):
             self.W0 = state.model.W.detach().clone()
             self.W0_norm = float(self.W0.norm())
+        else:
+            self.W0 = [p.clone() for p in _trained(state.model)]
+            self.W0_norm = float(torch.cat([p.reshape(-1) for p in self.W0]).norm())
 
     def on_epoch_end(self, state: TrainState) -> None:
-        diff = state.model.W.detach() - self.W0
-        dist = float(diff.norm())
-        grad_sq = sum(float(g.pow(2).sum()) for g in state.grads)
+        if isinstance(self.W0, torch.Tensor):
+            diff = state.model.W.detach() - self.W0
+            dist, largest = float(diff.norm()), float(diff.norm(dim=1).max())
+        else:
+            dist, largest = _distances(state.model, self.W0)
         state.metrics.update(
             {
                 "weights/dist_from_init": dist,
                 "weights/rel_dist_from_init": dist / self.W0_norm,
-                "weights/max_neuron_dist": float(diff.norm(dim=1).max()),
-                "pl/ratio": grad_sq / state.loss if state.loss > 0 else math.nan,
+                "weights/max_neuron_dist": largest,
             }
         )
+        if self.pl:
+            grad_sq = sum(float(g.pow(2).sum()) for g in state.grads)
+            state.metrics["pl/ratio"] = grad_sq / state.loss if state.loss > 0 else math.nan
 
     def state_dict(self) -> dict[str, object]:
         return {} if self.W0 is None else {"W0": self.W0, "W0_norm": self.W0_norm}
@@ -53,23 +97,32 @@ class WeightMetrics(Callback):
             self.W0, self.W0_norm = state["W0"], float(state["W0_norm"])
 
 
-def activation_pattern(model: OneHiddenLayer, X: torch.Tensor) -> torch.Tensor:
-    """1[w_k·x_i ≥ 0], the side of the kink each (sample, neuron) is on: (n, m) bool."""
+def activation_pattern(model: OneHiddenLayer | MLP, X: torch.Tensor) -> torch.Tensor:
+    """1[w_k·x_i ≥ 0], the side of the kink each (sample, neuron) is on: (n, m) bool; for an
+    MLP every hidden layer's neurons side by side, (n, L·m)."""
     with torch.no_grad():
+        if isinstance(model, MLP):
+            return torch.cat([H >= 0 for H in model.preactivations(X)], dim=1)
         return X @ model.W.detach().T >= 0
+
+
+def has_kink(model: nn.Module) -> bool:
+    """A piecewise-linear net that is not linear: leaky ReLU or ReLU."""
+    if isinstance(model, MLP):
+        return model.act.piecewise_linear and model.negative_slope != 1.0
+    return isinstance(model, OneHiddenLayer) and model.negative_slope != 1.0
 
 
 class PatternChange(Callback):
     """activations/pattern_change: the fraction of (neuron, sample) pairs whose pre-activation
-    sign differs from init, every epoch (leaky ReLU only: the linear net has no kink)."""
+    sign differs from init, every epoch ((leaky) ReLU nets only: others have no kink)."""
 
     def __init__(self) -> None:
         self.P0: torch.Tensor | None = None
 
     def on_train_start(self, state: TrainState) -> None:
         model = state.model
-        has_kink = isinstance(model, OneHiddenLayer) and model.negative_slope != 1.0
-        if self.P0 is None and has_kink:
+        if self.P0 is None and has_kink(model):
             self.P0 = activation_pattern(model, state.X)
 
     def on_epoch_end(self, state: TrainState) -> None:
@@ -87,13 +140,16 @@ class PatternChange(Callback):
 @dataclass
 class InitialKernel:
     """K_0 measured once at start-up: its λ_max sets the theory step, and the tracker's epoch-0
-    record reuses it. Dense methods keep K_0 and its spectrum; the matrix-free one keeps the
-    Ritz vectors of λ_max, the next solve's warm start."""
+    record reuses it. Dense methods keep K_0 and its spectrum (for k outputs tracked in full,
+    K_0 is the trace, and the full kernel and its spectrum are kept beside it); the matrix-free
+    one keeps the Ritz vectors of λ_max, the next solve's warm start."""
 
     lambda_max: float
     K: torch.Tensor | None = None  # (n, n)
     spectrum: Spectrum | None = None
-    vector: torch.Tensor | None = None  # (n, k)
+    vector: torch.Tensor | None = None  # (n, b): b Ritz vectors
+    K_full: torch.Tensor | None = None  # (n, n, k, k)
+    full: Spectrum | None = None  # of the (n·k, n·k) matrix of K_full's blocks
 
 
 def extreme_eig(
@@ -116,16 +172,26 @@ def extreme_eig(
 
 
 def initial_kernel(
-    model: nn.Module, X: torch.Tensor, method: Method, *, tol: float = 1e-4, max_iter: int = 500
+    model: nn.Module,
+    X: torch.Tensor,
+    method: Method,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 500,
+    output: str | None = None,
 ) -> InitialKernel:
     """K_0 of `model` on X by `method` (resolved: not "auto"); `tol`, `max_iter` for the
-    matrix-free solver."""
+    matrix-free solver; `output="full"` for a model with k outputs (dense methods only)."""
     if method.matrix_free:
         top = extreme_eig(ntk_operator(model, X), X, True, tol, max_iter)
         return InitialKernel(top.value, vector=top.block)
-    K = empirical_ntk(model, X, method=method)
+    K = empirical_ntk(model, X, method=method, output=output)
+    K_full = full = None
+    if K.ndim == 4:
+        K_full, K = K, output_trace(K)
+        full = dense_spectrum(full_matrix(K_full))
     spectrum = dense_spectrum(K)
-    return InitialKernel(spectrum.lambda_max, K=K, spectrum=spectrum)
+    return InitialKernel(spectrum.lambda_max, K=K, spectrum=spectrum, K_full=K_full, full=full)
 
 
 class NTKTracker(Callback):
@@ -139,8 +205,9 @@ class NTKTracker(Callback):
     products, warm-started from the previous tracked epoch's Ritz vectors, λ_min's search
     steered by the inputs' polynomial features), each with its error bound, and
     ntk/rel_change is not logged (it needs K_t − K_0). `initial` is K_0 as measured at
-    start-up, reused at epoch 0.
-    """
+    start-up, reused at epoch 0. `output="full"` (a model with k outputs, dense methods)
+    tracks the trace kernel and puts the full (n, n, k, k) one on the state (state.K_full);
+    `pl=False` leaves out pl/mu (a loss other than the MSE)."""
 
     def __init__(
         self,
@@ -150,9 +217,12 @@ class NTKTracker(Callback):
         tol: float = 1e-4,
         max_iter: int = 500,
         initial: InitialKernel | None = None,
+        output: str | None = None,
+        pl: bool = True,
         budget: float | None = None,
     ) -> None:
         self.method = Method(method)
+        self.output, self.pl = output, bool(pl)
         self.schedule = TrackingSchedule(every, budget)
         self.tol, self.max_iter = float(tol), int(max_iter)
         self.K0: torch.Tensor | None = None
@@ -177,9 +247,12 @@ class NTKTracker(Callback):
             return
         with state.measuring():
             metrics = self._matrix_free(state) if self.method.matrix_free else self._dense(state)
-        metrics["pl/mu"] = pl_mu(metrics["ntk/lambda_min"], state.n, output_scale(state.model))
-        # κ is only meaningful when λ_min rises above round-off; otherwise it is not logged.
+        # μ and κ are meaningful only when λ_min rises above round-off: below it they are not
+        # logged (ntk/lambda_min_resolved = 0 says so), never as a negative "constant".
         if metrics["ntk/lambda_min_resolved"]:
+            if self.pl:
+                alpha = output_scale(state.model)
+                metrics["pl/mu"] = pl_mu(metrics["ntk/lambda_min"], state.n, alpha)
             metrics["ntk/condition_number"] = metrics["ntk/lambda_max"] / metrics["ntk/lambda_min"]
         if self.schedule.budget is not None:
             metrics["ntk/tracking_fraction"] = self.schedule.fraction(state)
@@ -190,8 +263,11 @@ class NTKTracker(Callback):
         initial, self.initial = self.initial, None
         if initial is not None and initial.K is not None and state.epoch == 0 and self.K0 is None:
             K, spec = initial.K, initial.spectrum  # the parameters have not moved since
+            state.K_full = initial.K_full
         else:
-            K = empirical_ntk(state.model, state.X, method=self.method)
+            K = empirical_ntk(state.model, state.X, method=self.method, output=self.output)
+            if K.ndim == 4:
+                state.K_full, K = K, output_trace(K)
             spec = dense_spectrum(K)
         if self.K0 is None:
             self.K0 = K
@@ -260,3 +336,95 @@ class NTKTracker(Callback):
         self.last = dict(state.get("last", {}))
         self.vectors = {k[2:]: v for k, v in state.items() if k.startswith("v_") and v is not None}
         self.alpha = state.get("precond_alpha")
+
+
+class FullKernel(Callback):
+    """ntk/full_lambda_min, ntk/full_lambda_max: the extreme eigenvalues of the k-output kernel
+    as the (n·k, n·k) matrix of its k × k blocks (float64 `eigvalsh`), on the epochs the tracker
+    put K_full on the state; `initial` (K_0's, measured at start-up) is reused at epoch 0."""
+
+    def __init__(self, initial: InitialKernel | None = None) -> None:
+        self.initial = initial
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if state.K_full is None:
+            return
+        initial, self.initial = self.initial, None
+        reuse = initial is not None and initial.full is not None and state.epoch == 0
+        spec = initial.full if reuse else dense_spectrum(full_matrix(state.K_full))
+        state.metrics["ntk/full_lambda_min"] = spec.lambda_min
+        state.metrics["ntk/full_lambda_max"] = spec.lambda_max
+
+
+class Accuracy(Callback):
+    """accuracy/train: the fraction of samples whose largest logit is their label, every epoch."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        state.metrics["accuracy/train"] = accuracy(state.model, state.X, state.y)
+
+
+class KernelStep(Callback):
+    """K_{t−1}, the kernel one epoch before each tracked epoch t, for the kernel's velocity
+    (diagnostics.KernelGeometry): put on the state as state.K_before. With ntk.every = 1 it is
+    the previous tracked kernel; otherwise the trained parameters of epoch t − 1 are kept (when
+    t will be tracked) and the kernel is computed at them, one more kernel per tracked epoch. A
+    velocity measured over one epoch does not depend on how often the kernel is tracked. With
+    a time `budget` (ntk.budget) whether t will be tracked is known only at t, so the parameters
+    are kept at every epoch that precedes one the tracker may measure and that was not itself
+    tracked; the extra kernel counts as tracking time. Dense methods only; runs after the
+    NTKTracker."""
+
+    def __init__(
+        self, method: Method, every: int, output: str | None = None, budget: float | None = None
+    ) -> None:
+        self.method, self.every, self.output = Method(method), int(every), output
+        self.budget = budget
+        self.previous: torch.Tensor | None = None  # the last tracked K (every = 1)
+        self.previous_epoch = -1
+        self.snapshot: list[torch.Tensor] | None = None  # parameters of epoch t − 1
+        self.snapshot_epoch = -1
+
+    def _tracked(self, epoch: int, epochs: int) -> bool:
+        return self.every > 0 and (epoch % self.every == 0 or epoch == epochs)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        state.K_before = None
+        if state.K is not None and not self.method.matrix_free:
+            if self.previous is not None and self.previous_epoch == state.epoch - 1:
+                state.K_before = self.previous
+            elif self.snapshot is not None and self.snapshot_epoch == state.epoch - 1:
+                with state.measuring():
+                    state.K_before = self._kernel_at(state, self.snapshot)
+            if self.every == 1:
+                self.previous, self.previous_epoch = state.K, state.epoch
+        untracked = self.budget is not None and self.previous_epoch != state.epoch
+        keep = (self.every > 1 or untracked) and self._tracked(state.epoch + 1, state.epochs)
+        self.snapshot = [p.detach().clone() for p in _trained(state.model)] if keep else None
+        self.snapshot_epoch = state.epoch if keep else -1
+
+    def _kernel_at(self, state: TrainState, params: list[torch.Tensor]) -> torch.Tensor:
+        """The kernel with the trained parameters set to `params` (then put back, bitwise)."""
+        trained = _trained(state.model)
+        now = [p.detach().clone() for p in trained]
+        with torch.no_grad():
+            for p, q in zip(trained, params, strict=True):
+                p.copy_(q)
+        try:
+            K = empirical_ntk(state.model, state.X, method=self.method, output=self.output)
+        finally:
+            with torch.no_grad():
+                for p, q in zip(trained, now, strict=True):
+                    p.copy_(q)
+        return output_trace(K) if K.ndim == 4 else K
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "previous": self.previous,
+            "previous_epoch": self.previous_epoch,
+            "snapshot": self.snapshot,
+            "snapshot_epoch": self.snapshot_epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.previous, self.previous_epoch = state["previous"], int(state["previous_epoch"])
+        self.snapshot, self.snapshot_epoch = state["snapshot"], int(state["snapshot_epoch"])

@@ -1,8 +1,11 @@
-"""One-hidden-layer nets h(x) = <v, σ(W x)>: the activation σ, its slope σ′, init, options."""
+"""The nets: one-hidden-layer h(x) = <v, σ(W x)> with its options, and the deep MLP; the
+activations σ, their slopes σ′, init."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -134,6 +137,21 @@ class OneHiddenLayer(nn.Module):
         )
 
 
+def output_magnitude(model: nn.Module, X: torch.Tensor) -> torch.Tensor | None:
+    """Σ_k |term_k| of the sum that forms each output, (n,) or (n, k): the scale of the output's
+    rounding error (eps times it). None for a module whose last sum is not known here."""
+    with torch.no_grad():
+        if isinstance(model, OneHiddenLayer):
+            mag = model.sigma(X @ model.W.T).abs() @ model.v.abs()
+            if model.center:
+                mag = mag + model.sigma(X @ model.W0.T).abs() @ model.v0.abs()
+            return mag * model.alpha
+        if isinstance(model, MLP):
+            mag = model.layers(X)[1][-1].abs() @ (model.out.abs() * model.multiplier).T
+            return mag.squeeze(-1) if model.outputs == 1 else mag
+    return None
+
+
 def output_scale(model: nn.Module) -> float:
     """α of f = α h for a OneHiddenLayer; 1 for any other module (its loss is the plain MSE)."""
     return model.alpha if isinstance(model, OneHiddenLayer) else 1.0
@@ -146,3 +164,139 @@ def trains_only_W(model: nn.Module) -> bool:
         return False
     trained = [name for name, p in model.named_parameters() if p.requires_grad]
     return trained == ["W"] and model.alpha == 1.0
+
+
+def relu(Z: torch.Tensor, negative_slope: float | None = None) -> torch.Tensor:
+    """σ(z) = max(z, 0): `sigma` at ε = 0, by torch's own kernel (the slope is ignored)."""
+    return torch.relu(Z)
+
+
+def step(Z: torch.Tensor, negative_slope: float | None = None) -> torch.Tensor:
+    """σ'(z) = 1 for z ≥ 0, else 0: `sigma_prime` at ε = 0."""
+    return (Z >= 0).to(Z.dtype)
+
+
+def leaky_relu(Z: torch.Tensor, negative_slope: float) -> torch.Tensor:
+    """σ(z) = max(z, εz) by torch's own kernel (the same values as `sigma`)."""
+    return torch.nn.functional.leaky_relu(Z, negative_slope)
+
+
+def tanh(Z: torch.Tensor, negative_slope: float | None = None) -> torch.Tensor:
+    """σ(z) = tanh z (the slope argument is ignored: tanh has none)."""
+    return torch.tanh(Z)
+
+
+def tanh_prime(Z: torch.Tensor, negative_slope: float | None = None) -> torch.Tensor:
+    """σ'(z) = 1 − tanh² z."""
+    return 1 - torch.tanh(Z).square()
+
+
+class Activation(NamedTuple):
+    """An MLP's σ and σ′, each called as f(Z, ε). `slope` is ε where the activation fixes it,
+    None where `negative_slope` chooses it; `piecewise_linear` (σ(z) = max(z, εz)) is what the
+    arc-cosine closed form of the infinite-width kernel needs."""
+
+    sigma: Callable[..., torch.Tensor]
+    prime: Callable[..., torch.Tensor]
+    slope: float | None
+    piecewise_linear: bool = True
+
+
+MLP_ACTIVATIONS: dict[str, Activation] = {
+    "relu": Activation(relu, step, 0.0),
+    "leaky_relu": Activation(leaky_relu, sigma_prime, None),
+    "linear": Activation(sigma, sigma_prime, 1.0),
+    "tanh": Activation(tanh, tanh_prime, None, piecewise_linear=False),
+}
+
+
+def _mlp_activation(activation: str, negative_slope: float, sizes: dict[str, int]) -> Activation:
+    """The MLP's activation, after checking its arguments (ValueError naming the bad one)."""
+    if activation not in MLP_ACTIVATIONS:
+        raise ValueError(
+            f"activation={activation!r} is unknown; choose one of {sorted(MLP_ACTIVATIONS)}"
+        )
+    for name, value in sizes.items():
+        if int(value) != value or value <= 0:
+            raise ValueError(f"{name}={value} must be a positive integer")
+    if activation == "leaky_relu" and not 0.0 <= negative_slope < 1.0:
+        raise ValueError(f"negative_slope={negative_slope} must lie in [0, 1)")
+    return MLP_ACTIVATIONS[activation]
+
+
+class MLP(nn.Module):
+    """A deep net in the NTK parameterization, every layer trained, no biases (docs/theory.md):
+
+        h¹ = W¹ x,   h^{l+1} = W^{l+1} σ(h^l) / √m,   f(x) = V σ(h^L) / √m,
+
+    `depth` = L hidden layers of `width` m; W¹ (m, d) and W^l (m, m) have N(0, 1) entries, the
+    output layer V (k, m) Rademacher signs ±1, k = `outputs`. The first layer keeps the data's
+    scale (no 1/√d), as the one-hidden-layer net does: depth 1 is `OneHiddenLayer` with
+    `train_output=True` (NTK parameterization), drawn from the same seed. f is (n,) for one
+    output and (n, k) for k. `negative_slope` is ε of "leaky_relu" (ignored otherwise).
+    """
+
+    def __init__(
+        self,
+        d: int,
+        width: int,
+        depth: int,
+        activation: str = "relu",
+        negative_slope: float = 0.1,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        *,
+        outputs: int = 1,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        sizes = {"d": d, "width": width, "depth": depth, "outputs": outputs}
+        act = _mlp_activation(activation, negative_slope, sizes)
+        self.activation, self.act = activation, act
+        self.negative_slope = act.slope if activation != "leaky_relu" else float(negative_slope)
+        self.d, self.width, self.depth, self.outputs = int(d), int(width), int(depth), int(outputs)
+        # Draw on the CPU from one generator, in the one-hidden-layer net's order (W¹, then
+        # the signs), so that a seed gives the same net on every device and at depth 1.
+        g = torch.Generator().manual_seed(int(seed))
+        shapes = [(width, d)] + [(width, width)] * (depth - 1)
+        hidden = [torch.randn(*shape, generator=g, dtype=torch.float64) for shape in shapes]
+        signs = torch.randint(0, 2, (outputs, width), generator=g, dtype=torch.int64) * 2 - 1
+        to = {"device": device, "dtype": dtype}
+        self.hidden = nn.ParameterList([nn.Parameter(W.to(**to)) for W in hidden])
+        self.out = nn.Parameter(signs.to(**to))
+        self.multiplier = 1.0 / math.sqrt(width)  # the 1/√m of every layer after the first
+
+    def sigma(self, Z: torch.Tensor) -> torch.Tensor:
+        return self.act.sigma(Z, self.negative_slope)
+
+    def sigma_prime(self, Z: torch.Tensor) -> torch.Tensor:
+        return self.act.prime(Z, self.negative_slope)
+
+    def layer_multipliers(self) -> list[float]:
+        """c_l of h^l = c_l W^l σ(h^{l−1}) for l = 1 … L + 1 (the output layer last)."""
+        return [1.0] + [self.multiplier] * self.depth
+
+    def layers(self, X: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The pre-activations h¹ … h^L and the activations a⁰ = X, a¹ … a^L on X (n, d)."""
+        H, A = [], [X]
+        for W, c in zip(self.hidden, self.layer_multipliers(), strict=False):
+            Z = A[-1] @ W.T
+            H.append(Z if c == 1.0 else Z * c)
+            A.append(self.sigma(H[-1]))
+        return H, A
+
+    def preactivations(self, X: torch.Tensor) -> list[torch.Tensor]:
+        """h¹ … h^L on X (n, d): L tensors (n, m)."""
+        return self.layers(X)[0]
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """X (n, d) → f (n,) for one output, (n, k) for k; a single sample (d,) → () or (k,)."""
+        A = self.layers(X)[1][-1]
+        f = A @ (self.out * self.multiplier).T
+        return f.squeeze(-1) if self.outputs == 1 else f
+
+    def extra_repr(self) -> str:
+        return (
+            f"d={self.d}, width={self.width}, depth={self.depth}, activation={self.activation}, "
+            f"negative_slope={self.negative_slope}, outputs={self.outputs}"
+        )

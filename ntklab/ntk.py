@@ -1,5 +1,6 @@
-"""The empirical NTK K = JᵀJ (n, n) of a model on X: the methods that compute it, K·u products,
-and the choice between a dense kernel and a matrix-free one."""
+"""The empirical NTK K = JᵀJ (n, n) of a model on X, and the cross kernel K(X1, X2) of one or k
+outputs: the methods that compute it, K·u products, and the choice between a dense kernel and a
+matrix-free one."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ from enum import Enum
 
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from ntklab.autodiff import (
+    assembled_kernel,
+    check_module,
+    jacobian_kernel,
+    kernel_product,
+    output_count,
+)
 from ntklab.fixedpoint import PatternOperator
-from ntklab.kernels import model_ntk
-from ntklab.models import OneHiddenLayer, trains_only_W
-from ntklab.structured import StructuredOperator, exact_matmul
+from ntklab.kernels import cross_model_ntk, model_ntk
+from ntklab.mlp_kernels import mlp_ntk
+from ntklab.models import MLP, OneHiddenLayer, trains_only_W
+from ntklab.structured import StructuredOperator, exact_matmul  # noqa: F401  (ntk.exact_matmul)
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
@@ -22,18 +30,19 @@ Operator = Callable[[torch.Tensor], torch.Tensor]
 class Method(str, Enum):
     """How K is computed. Each method trades generality, memory and speed:
 
-    STRUCTURED: the one-hidden-layer net's closed form (`kernels.model_ntk`), never forming J:
-        O(n²(m + d)) time and O(n² + n·chunk) memory, exact integer co-activation counts for
-        the default output layer. OneHiddenLayer only, every option included.
-    JACOBIAN: per-sample Jacobians by `vmap(jacrev)`, then Σ_p J_p J_pᵀ. Any scalar-output
-        `nn.Module`; O(n·p) memory for J (p trained parameters). The reference recipe.
+    STRUCTURED: the closed forms, never forming J. The one-hidden-layer net's
+        (`kernels.model_ntk`): O(n²(m + d)) time and O(n² + n·chunk) memory, exact integer
+        co-activation counts for the default output layer, every option included. The deep
+        MLP's (`mlp_kernels.mlp_ntk`): per layer, a sensitivity Gram times an activation Gram.
+    JACOBIAN: per-sample Jacobians by `vmap(jacrev)`, then Σ_p J_p J_pᵀ. Any `nn.Module`, one
+        output or k; O(n·k·p) memory for J (p trained parameters). The reference recipe.
     NTVP: matrix-free. K is never formed during training: λ_max and λ_min come from a
         Davidson solver on u ↦ K u (one VJP and one JVP for any model; for a OneHiddenLayer
         that trains only W, two int8 products through its activation pattern). `empirical_ntk`
         assembles K column by column from the same products, to check them. O(n·p) per
         product, O(n·basis) memory.
-    AUTO: a dense kernel (STRUCTURED where its fast closed form applies, else JACOBIAN) when K
-        and its float64 `eigvalsh` fit a memory budget, else NTVP.
+    AUTO: STRUCTURED for the nets that have a closed form, else JACOBIAN; in a run (with a
+        memory budget, `resolve_method`) NTVP where K and its float64 `eigvalsh` do not fit.
     """
 
     STRUCTURED = "structured"
@@ -49,43 +58,19 @@ class Method(str, Enum):
         return self is Method.NTVP
 
 
-def _trainable(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
-    frozen = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
-    frozen.update({k: b.detach() for k, b in model.named_buffers()})
-    return params, frozen
-
-
 def jacobian_ntk(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
-    """Generic K = Σ_p J_p J_pᵀ from per-sample Jacobians (vmap of jacrev), any scalar-output
-    module whose trainable parameters are J's rows: (n, n). Memory O(n·p). This is PyTorch's
-    NTK tutorial recipe, and the route any module can take."""
-    params, frozen = _trainable(model)
-
-    def f(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(model, (p, frozen), (x.unsqueeze(0),)).squeeze(0)
-
-    with exact_matmul():
-        jac = vmap(jacrev(f), in_dims=(None, 0))(params, X)  # each (n, *param.shape)
-        K = None
-        for J in jac.values():
-            J = J.reshape(J.shape[0], -1)
-            K = J @ J.T if K is None else K + J @ J.T
-    return K
+    """Generic K = Σ_p J_p J_pᵀ from per-sample Jacobians (vmap of jacrev), any module whose
+    trainable parameters are J's rows, summed over its outputs: (n, n). Memory O(n·p). This is
+    PyTorch's NTK tutorial recipe, and the route any module can take."""
+    return jacobian_kernel(model, X)
 
 
 def ntk_vector_product(model: nn.Module, X: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """K u = Jᵀ(J u) for any model, one VJP then one JVP, never forming J or K: (n,)."""
-    params, frozen = _trainable(model)
-
-    def h(p: dict[str, torch.Tensor]) -> torch.Tensor:
-        return functional_call(model, (p, frozen), (X,))
-
-    with exact_matmul():
-        _, pullback = vjp(h, params)
-        (Ju,) = pullback(u.to(X.dtype))  # J u: a tangent in parameter space
-        _, Ku = jvp(h, (params,), (Ju,))
-    return Ku.detach()
+    """K u = J(Jᵀ u) for any model, one VJP then one JVP, never forming J or K: u (n,) → (n,)
+    for a model with one output ((n,) or (n, 1)); u (n, k) → (n, k) for k outputs (the full
+    kernel's product)."""
+    U = u.reshape(X.shape[0], -1)
+    return kernel_product(model, X, X, U).reshape(u.shape)
 
 
 def ntk_operator(model: nn.Module, X: torch.Tensor, dtype: torch.dtype = torch.float64) -> Operator:
@@ -106,51 +91,124 @@ def ntk_operator(model: nn.Module, X: torch.Tensor, dtype: torch.dtype = torch.f
     return generic
 
 
-def _structured(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
+STRUCTURED_MODELS = (OneHiddenLayer, MLP)  # the nets with a closed-form kernel
+
+
+def _structured(model, X1, X2, full: bool) -> torch.Tensor:
+    if isinstance(model, MLP):
+        return mlp_ntk(model, X1, X2, output="full" if full else None)
     if not isinstance(model, OneHiddenLayer):
         raise TypeError(
-            f"method='structured' is the closed form of a OneHiddenLayer; {type(model).__name__} "
-            "is not one: use method='jacobian' (any module) or method='ntvp'"
+            f"method='structured' is the closed form of OneHiddenLayer and MLP; "
+            f"{type(model).__name__} is neither: use method='jacobian' (any module), "
+            "method='ntvp', or method='auto' (which picks the route that applies)"
         )
-    return model_ntk(model, X)
+    K = model_ntk(model, X1) if X2 is None else cross_model_ntk(model, X1, X2)
+    return K[:, :, None, None] if full else K
 
 
-def _assembled(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
-    """K column block by column block from the matrix-free product (to check it; small n)."""
-    apply = ntk_operator(model, X, dtype=X.dtype)
-    n = X.shape[0]
-    eye = torch.eye(n, dtype=X.dtype, device=X.device)
-    K = torch.cat([apply(eye[:, j : j + 256]) for j in range(0, n, 256)], dim=1)
-    return ((K + K.T) / 2).to(X.dtype)
+def _assembled(model, X1, X2, full: bool) -> torch.Tensor:
+    """K from the matrix-free products, column block by column block (to check them; small n)."""
+    if X2 is None and not full and trains_only_W(model):
+        apply = ntk_operator(model, X1, dtype=X1.dtype)
+        n = X1.shape[0]
+        eye = torch.eye(n, dtype=X1.dtype, device=X1.device)
+        K = torch.cat([apply(eye[:, j : j + 256]) for j in range(0, n, 256)], dim=1)
+        return ((K + K.T) / 2).to(X1.dtype)
+    k = output_count(model, X1)
+    K = assembled_kernel(model, X1, X2, k, full)
+    if X2 is None:  # symmetric up to the products' round-off: K[i, j, a, b] = K[j, i, b, a]
+        K = (K + (K.permute(1, 0, 3, 2) if full else K.T)) / 2
+    return K
 
 
-_DENSE: dict[Method, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
+def _jacobian(model, X1, X2, full: bool) -> torch.Tensor:
+    return jacobian_kernel(model, X1, X2, full=full)
+
+
+_DENSE: dict[Method, Callable[..., torch.Tensor]] = {
     Method.STRUCTURED: _structured,
-    Method.JACOBIAN: jacobian_ntk,
+    Method.JACOBIAN: _jacobian,
     Method.NTVP: _assembled,
 }
+OUTPUTS = ("trace", "full")
+
+
+def outputs_of(model: nn.Module, X: torch.Tensor) -> int:
+    """k, the model's outputs per sample: known for the nets with a closed form, else from one
+    forward pass (after refusing layers that make the per-sample kernel undefined)."""
+    if isinstance(model, MLP):
+        return model.outputs
+    if isinstance(model, OneHiddenLayer):
+        return 1
+    check_module(model)
+    return output_count(model, X)
 
 
 def dense_method(model: nn.Module) -> Method:
-    """The dense method for `model`: the fast closed form where it applies, else jacobian."""
-    return Method.STRUCTURED if trains_only_W(model) else Method.JACOBIAN
+    """The dense method for `model`: the closed form for the nets that have one, else jacobian."""
+    return Method.STRUCTURED if isinstance(model, STRUCTURED_MODELS) else Method.JACOBIAN
 
 
-def empirical_ntk(
-    model: nn.Module, X: torch.Tensor, method: Method | str = Method.STRUCTURED
-) -> torch.Tensor:
-    """The empirical NTK K = JᵀJ of `model` on X (n, d) by `method` (a Method or its name):
-    (n, n). "auto" takes the closed form where its fast path applies, else jacobian."""
+def parse_method(method: Method | str) -> Method:
+    """`method` as a Method; a ValueError naming the argument for an unknown name."""
     try:
-        method = Method(method)
+        return Method(method)
     except ValueError:
         names = ", ".join(m.value for m in Method)
         raise ValueError(f"method={method!r} is unknown; choose one of {names}") from None
+
+
+def _parse(method: Method | str, output: str | None) -> Method:
+    method = parse_method(method)
+    if output is not None and output not in OUTPUTS:
+        raise ValueError(
+            f"output={output!r} is unknown; choose 'trace' (n1, n2) or 'full' (n1, n2, k, k)"
+        )
+    return method
+
+
+def empirical_ntk(
+    model: nn.Module,
+    X1: torch.Tensor,
+    X2: torch.Tensor | None = None,
+    *,
+    method: Method | str = Method.AUTO,
+    output: str | None = None,
+) -> torch.Tensor:
+    """The empirical NTK K(X1, X2) = J(X1) J(X2)ᵀ of `model` on X1 (n1, d) and X2 (n2, d)
+    (X2 = X1 when None) by `method` (a Method or its name). "auto" takes the closed form for
+    OneHiddenLayer and MLP, and the generic jacobian route for any other module.
+
+    A model with one output ((n,) or (n, 1)) gives (n1, n2). A model with k > 1 outputs needs
+    `output`: "trace" gives (n1, n2), Σ_a J_a J_aᵀ; "full" gives (n1, n2, k, k), the kernel
+    between every pair of outputs ("full" on one output gives (n1, n2, 1, 1))."""
+    if isinstance(X2, (str, Method)):  # the old positional `method`
+        raise TypeError(f"method is keyword-only: empirical_ntk(model, X, method={str(X2)!r})")
+    method = _parse(method, output)
+    k = outputs_of(model, X1)
+    if k > 1 and output is None:
+        raise ValueError(
+            f"the model has k={k} outputs: pass output='trace' for the (n1, n2) kernel "
+            "Σ_a J_a J_aᵀ, or output='full' for the (n1, n2, k, k) kernel of every output pair"
+        )
     if method is Method.AUTO:
         method = dense_method(model)
     grad_free = method is not Method.JACOBIAN
     with torch.no_grad() if grad_free else contextlib.nullcontext():
-        return _DENSE[method](model, X)
+        return _DENSE[method](model, X1, X2, output == "full")
+
+
+def output_trace(K: torch.Tensor) -> torch.Tensor:
+    """Σ_a K[:, :, a, a]: the (n1, n2) trace of a (n1, n2, k, k) kernel."""
+    return torch.diagonal(K, dim1=2, dim2=3).sum(-1)
+
+
+def full_matrix(K: torch.Tensor) -> torch.Tensor:
+    """A (n1, n2, k, k) kernel as the (n1·k, n2·k) matrix of its k × k blocks, sample-major:
+    the kernel of the vector of all n·k outputs, whose eigenvalues govern their dynamics."""
+    n1, n2, k, _ = K.shape
+    return K.permute(0, 2, 1, 3).reshape(n1 * k, n2 * k)
 
 
 def dense_bytes(n: int, p: int, dtype: torch.dtype, method: Method) -> int:
@@ -158,6 +216,20 @@ def dense_bytes(n: int, p: int, dtype: torch.dtype, method: Method) -> int:
     LAPACK's workspace (~3 n² float64), int32 co-activation counts, and J (n, p) for jacobian."""
     size = n * n * (torch.empty((), dtype=dtype).element_size() + 4 + 3 * 8)
     return size + (n * p * 8 if method is Method.JACOBIAN else 0)
+
+
+def available_bytes(device: torch.device) -> float:
+    """Memory a new allocation may take on `device`: free GPU memory, or the kernel's
+    MemAvailable on Linux (inf where it cannot be read)."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float("inf")
 
 
 def resolve_method(

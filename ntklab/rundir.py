@@ -1,34 +1,44 @@
-"""The run folder: its layout, atomic writes, its records and summary, the statuses a run ends
-with, and whether a command may start, continue or replace the run a folder holds.
+"""The run folder: its layout, its lock and marker, atomic writes, its records and summary, the
+statuses a run ends with, and whether a command may start, continue or replace the run in it.
 
     <run folder>/
-    ├── .hydra/          Hydra's record of the command (Hydra writes it, ntklab never deletes it)
+    ├── .ntklab          the marker: ntklab created this run folder (only then does it delete)
+    ├── .hydra/          the command's config, Hydra overrides and Hydra config (never deleted)
     ├── tb/              TensorBoard events
     ├── metrics.jsonl    one JSON object per logged epoch
     ├── summary.json     how the run ended
-    └── checkpoints/     init.pt, last.pt
+    ├── ntklab.log       the run's log (and the traceback of a run that failed)
+    └── checkpoints/     init.pt, last.pt (and extend.pt, where a longer run continues from)
+
+A run holds its folder's lock (flock on the folder itself) for its whole life, and nothing is
+written into a folder before every check that could refuse the command has passed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import shutil
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
+MARKER = ".ntklab"
+HYDRA = ".hydra"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+LOG = "ntklab.log"
 TB = "tb"
 CHECKPOINTS = "checkpoints"
 INIT_CHECKPOINT = "init.pt"
 LAST_CHECKPOINT = "last.pt"
-# What a run writes into its folder; .hydra/ and Hydra's log belong to Hydra.
+EXTEND_CHECKPOINT = "extend.pt"
+EVENTS_PREFIX = "events.out.tfevents."
+# A run's records: a folder holding any of them holds a run.
 RECORDS = (METRICS, SUMMARY, TB, CHECKPOINTS)
 
 
@@ -41,6 +51,7 @@ class Status(str, Enum):
     FAILED = "failed"  # a sweep job that could not run (bad setting, bad data, an exception)
     UNFINISHED = "unfinished"  # records but no summary: killed, or still running
     UNREADABLE = "unreadable"  # a summary.json that is not JSON
+    REFUSED = "refused"  # a sweep job this launch did not run (its folder was left untouched)
 
     def __str__(self) -> str:
         return self.value
@@ -54,9 +65,10 @@ class Status(str, Enum):
 class Plan(Enum):
     """What a command does with its run folder."""
 
-    FRESH = "fresh"  # start a run (the folder is empty, or its run was cleared)
+    FRESH = "fresh"  # start a run in an empty folder
+    OVERWRITE = "overwrite"  # clear the run ntklab left here, then start a new one
     RESUME = "resume"  # continue the run from checkpoints/last.pt
-    FINISHED = "finished"  # resume=true on a finished run: leave it as it is
+    FINISHED = "finished"  # resume=true on a finished run: nothing to do, or train it longer
 
 
 class RunFolderError(ValueError):
@@ -102,6 +114,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_torch_save(obj: object, path: Path) -> None:
     """torch.save via a temporary file and rename: a killed write leaves the old file intact."""
+    import torch  # here, not at the top: the command answers start-up signals before torch
+
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -117,6 +131,62 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def _holder_pid(path: Path) -> int | None:
+    """The process holding a flock on `path`, from /proc/locks (Linux); None where unknown."""
+    try:
+        st = os.stat(path)
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in locks.splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == dev:
+            return int(fields[4])
+    return None
+
+
+class FolderLock:
+    """An exclusive flock on the run folder itself (no lock file: taking it writes nothing).
+    The kernel drops it when the process ends, however it ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = _holder_pid(self.path)
+            holder = f"process {pid}" if pid is not None else "another process"
+            raise RunFolderError(
+                f"hydra.run.dir={self.path}: {holder} is running in this folder (it holds its "
+                "lock); wait until it ends, or choose another folder"
+            ) from None
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _is_ntklab_file(rel: Path) -> bool:
+    """A path (relative to a run folder) ntklab writes: its records, checkpoints, event files,
+    log, marker, and the temp files of their atomic writes."""
+    name = rel.name[1:-4] if rel.name.startswith(".") and rel.name.endswith(".tmp") else rel.name
+    if len(rel.parts) == 1:
+        return name in (MARKER, METRICS, SUMMARY, LOG)
+    if rel.parts[0] == CHECKPOINTS and len(rel.parts) == 2:
+        return name in (INIT_CHECKPOINT, LAST_CHECKPOINT, EXTEND_CHECKPOINT)
+    return rel.parts[0] == TB and len(rel.parts) == 2 and name.startswith(EVENTS_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -152,6 +222,14 @@ class RunFolder:
     def last_checkpoint(self) -> Path:
         return self.checkpoints / LAST_CHECKPOINT
 
+    @property
+    def extend_checkpoint(self) -> Path:
+        return self.checkpoints / EXTEND_CHECKPOINT
+
+    @property
+    def log(self) -> Path:
+        return self.path / LOG
+
     def records(self) -> list[dict[str, Any]]:
         """metrics.jsonl, one dict per logged epoch."""
         return read_jsonl(self.metrics)
@@ -161,6 +239,22 @@ class RunFolder:
         if self.metrics.exists():
             kept = [r for r in self.records() if r.get("step", last_step + 1) <= last_step]
             atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def record_gap(self, last_step: int) -> str | None:
+        """None when metrics.jsonl holds steps 0 … last_step, each once and in order (records
+        after last_step are a resume's to drop); else what is wrong with it."""
+        steps = [r.get("step") for r in self.records()]
+        steps = [s for s in steps if isinstance(s, int) and s <= last_step]
+        if steps == list(range(last_step + 1)):
+            return None
+        if not self.metrics.exists():
+            return f"{self.metrics} is missing"
+        if not steps:
+            return f"{self.metrics} holds no records up to step {last_step}"
+        missing = sorted(set(range(last_step + 1)) - set(steps))
+        if missing:
+            return f"{self.metrics} lacks the records of {len(missing)} steps (from {missing[0]})"
+        return f"{self.metrics} repeats or reorders steps"
 
     def read_summary(self) -> dict[str, Any] | None:
         """summary.json; None when there is none, {"status": "unreadable", …} when it is not
@@ -196,14 +290,56 @@ class RunFolder:
         except (KeyError, TypeError, ValueError):
             return Status.UNFINISHED
 
+    @property
+    def owned(self) -> bool:
+        """ntklab created this run folder (its marker is there)."""
+        return (self.path / MARKER).exists()
+
+    def lock(self) -> FolderLock:
+        """The folder's lock, for the whole life of a run in it (RunFolderError when held)."""
+        return FolderLock(self.path)
+
+    def files(self) -> list[Path]:
+        """Every file below the folder except Hydra's (.hydra/ and job logs), relative to it."""
+        if not self.path.is_dir():
+            return []
+        found = []
+        for path in sorted(self.path.rglob("*")):
+            rel = path.relative_to(self.path)
+            hydras = rel.parts[0] == HYDRA or (len(rel.parts) == 1 and rel.suffix == ".log")
+            if (path.is_file() or path.is_symlink()) and (not hydras or rel.name == LOG):
+                found.append(rel)
+        return found
+
+    def foreign(self) -> list[Path]:
+        """Files ntklab did not write, in a folder it did not create; [] for its own folders,
+        whose foreign files (if any) it leaves alone."""
+        return [] if self.owned else [rel for rel in self.files() if not _is_ntklab_file(rel)]
+
+    def adopt(self, record: dict[str, str]) -> None:
+        """Make the folder a run's: the marker (where missing) and the command's record, each
+        `record` item a file of .hydra/ and its text. Called once every check has passed."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.owned:
+            stamp = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname()}
+            atomic_write_text(self.path / MARKER, json.dumps(stamp) + "\n")
+        if record:
+            (self.path / HYDRA).mkdir(exist_ok=True)
+            for name, text in record.items():
+                atomic_write_text(self.path / HYDRA / name, text)
+
     def clear(self) -> None:
-        """Remove a previous run's records (not Hydra's .hydra/ of this launch)."""
-        for name in RECORDS:
-            path = self.path / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+        """Remove a previous run's records: only the files ntklab writes, only in a folder it
+        created, and the tb/ and checkpoints/ folders when that leaves them empty."""
+        if not self.owned:
+            return
+        for rel in self.files():
+            if _is_ntklab_file(rel) and rel.name != MARKER:
+                (self.path / rel).unlink()
+        for name in (TB, CHECKPOINTS):
+            folder = self.path / name
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
     def remove_temp_files(self) -> None:
         """Temp files of writes killed before their rename (the files they replace are whole)."""
@@ -212,9 +348,18 @@ class RunFolder:
                 leftover.unlink()
 
     def plan(self, *, resume: bool, overwrite: bool, resume_may_start: bool) -> Plan:
-        """Fresh, resume or finished, after refusing a folder that holds a run unless told to
-        overwrite (its records are cleared here) or to resume it. `resume_may_start`: resume
-        may start a run in an empty folder (a sweep's jobs that never ran)."""
+        """What a command asking for `resume`/`overwrite` may do here, or RunFolderError; it
+        writes nothing. Only a folder ntklab created is resumed or overwritten: a folder with
+        files and no marker is refused whatever is asked, so nothing foreign is ever deleted.
+        `resume_may_start`: resume may start a run in an empty folder (a sweep's new jobs)."""
+        files = self.files()
+        if files and not self.owned:
+            shown = ", ".join(str(f) for f in files[:3]) + (", …" if len(files) > 3 else "")
+            raise RunFolderError(
+                f"hydra.run.dir={self.path}: holds files ({shown}) in a folder ntklab did not "
+                f"create (no {MARKER} marker), which it will neither mix with a run nor delete; "
+                f"choose an empty folder (a run of an older ntklab: `touch {self.path / MARKER}`)"
+            )
         prior = self.status()
         if prior is None:
             if resume and not resume_may_start:
@@ -224,8 +369,7 @@ class RunFolder:
                 )
             return Plan.FRESH
         if overwrite:
-            self.clear()
-            return Plan.FRESH
+            return Plan.OVERWRITE
         if not resume:
             raise RunFolderError(
                 f"resume=false: the run folder {self.path} already holds a run (status {prior}); "

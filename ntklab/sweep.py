@@ -4,15 +4,17 @@ jobs differ in, and the log-log fits of a quantity against the swept key. The sw
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
-from ntklab.rundir import RunFolder, Status
+from ntklab.rundir import RunFolder, Status, read_jsonl
+from ntklab.stats import Fit, Mean, loglog_fit, mean_interval
 
 # What a job's row reports: column name → (tag in metrics.jsonl, which record: first or last).
 COLUMNS = {
@@ -24,11 +26,27 @@ COLUMNS = {
     "max_neuron_dist": ("weights/max_neuron_dist", "last"),
     "rel_change": ("ntk/rel_change", "last"),
     "rel_dist_from_init": ("weights/rel_dist_from_init", "last"),
+    "kernel_distance": ("ntk/kernel_distance", "last"),
+    "excess_loss": ("loss/excess", "last"),
+    "loss_optimum": ("loss/optimum", "last"),
 }
+# The figures a report may draw (figures.py draws them).
+FIGURES = ("lambda_min", "fits", "loss_curves", "final_loss", "excess_loss")
+# A report's defaults, which suit a width sweep.
+FIT = ("max_neuron_dist", "rel_change")
+SHOWN = ("lambda_min", "fits", "loss_curves", "final_loss")
 # The preferred x axis: a width sweep plots against the width; otherwise the first numeric key.
 PREFERRED_X = "model.width"
-# Where a sweep's job folders keep the command's overrides (Hydra writes it).
+# Where a sweep's job folders keep the command's overrides and config.
 OVERRIDES_FILE = ".hydra/overrides.yaml"
+CONFIG_FILE = ".hydra/config.yaml"
+# The key whose values make replicates of one point rather than points of their own.
+SEED = "seed"
+# In a sweep folder: how each job of the last launch ended (refused, failed, interrupted), one
+# JSON object per line, written by the jobs; started afresh by each launch.
+LAUNCH_LOG = ".ntklab-launch.jsonl"
+# Overrides that change how jobs are launched or continued, not what they compute.
+NOT_SETTINGS = ("resume", "overwrite", "launcher")
 
 
 class SweepError(ValueError):
@@ -50,11 +68,32 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def read_overrides(path: Path) -> dict[str, Any]:
-    """`.hydra/overrides.yaml` (a list of "key=value") as a dict of key → value."""
-    items = yaml.safe_load(path.read_text()) or []
+def overrides_dict(items: list) -> dict[str, Any]:
+    """Overrides ("key=value") as a dict of setting → value (NOT_SETTINGS left out)."""
     pairs = (str(item).split("=", 1) for item in items if "=" in str(item))
-    return {override_key(key): parse_value(value) for key, value in pairs}
+    out = {override_key(key): parse_value(value) for key, value in pairs}
+    return {k: v for k, v in out.items() if k not in NOT_SETTINGS}
+
+
+def read_overrides(path: Path) -> dict[str, Any]:
+    """`.hydra/overrides.yaml` (a list of "key=value") as a dict; SweepError when unreadable."""
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError) as err:
+        raise SweepError(f"{path} cannot be read ({type(err).__name__})") from None
+    if not isinstance(items, list):
+        raise SweepError(f"{path} is not a list of overrides")
+    return overrides_dict(items)
+
+
+def launch_outcomes(sweep_dir: Path) -> dict[str, dict]:
+    """How the jobs of the sweep's last launch ended where it was not a run's own end (refused,
+    failed before running, interrupted), by job folder name."""
+    out = {}
+    for record in read_jsonl(Path(sweep_dir) / LAUNCH_LOG):
+        if isinstance(record, dict) and "job" in record:
+            out[str(record["job"])] = record
+    return out
 
 
 @dataclass
@@ -95,26 +134,41 @@ class Job:
         return [s for s, _ in pairs], [v for _, v in pairs]
 
 
-def read_job(sweep_dir: Path, job_dir: Path) -> Job:
+def read_job(sweep_dir: Path, job_dir: Path, outcome: dict | None = None) -> Job:
+    """A job from its folder; this launch's `outcome` where the job was refused (its folder,
+    holding an earlier run, was left as it was) or never got to write its own status."""
     folder = RunFolder(job_dir)
     summary = folder.read_summary() or {}
+    status, message = folder.status() or Status.UNFINISHED, str(summary.get("message") or "")
+    try:
+        overrides = read_overrides(job_dir / OVERRIDES_FILE)
+    except SweepError as err:
+        overrides, status, message = {}, Status.UNREADABLE, str(err)
+    if outcome and (outcome["status"] == Status.REFUSED.value or status is Status.UNFINISHED):
+        status, message = Status(outcome["status"]), str(outcome.get("message", ""))
     return Job(
         name=job_dir.relative_to(sweep_dir).as_posix(),
-        overrides=read_overrides(job_dir / OVERRIDES_FILE),
-        status=folder.status() or Status.UNFINISHED,
-        message=str(summary.get("message") or ""),
+        overrides=overrides or overrides_dict((outcome or {}).get("overrides", [])),
+        status=status,
+        message=message,
         records=folder.records(),
         wall_time_s=summary.get("wall_time_s"),
     )
 
 
 def find_jobs(sweep_dir: str | Path) -> list[Job]:
-    """Every job folder under the sweep folder (any folder holding .hydra/overrides.yaml)."""
+    """Every job of the sweep: each folder holding .hydra/overrides.yaml, and the jobs of the
+    last launch that have no such folder (refused before they could write one)."""
     root = Path(sweep_dir)
     if not root.is_dir():
         raise SweepError(f"SWEEP_DIR={str(root)!r}: no such folder; pass a multirun folder")
+    outcomes = launch_outcomes(root)
     found = sorted(p.parent.parent for p in root.rglob(OVERRIDES_FILE))
-    jobs = [read_job(root, d) for d in found if ".submitit" not in d.relative_to(root).parts]
+    found = [d for d in found if ".submitit" not in d.relative_to(root).parts]
+    names = {d.relative_to(root).as_posix() for d in found}
+    jobs = [read_job(root, d, outcomes.get(d.relative_to(root).as_posix())) for d in found]
+    unseen = [name for name in outcomes if name not in names]
+    jobs += [read_job(root, root / name, outcomes[name]) for name in unseen]
     if not jobs:
         raise SweepError(
             f"SWEEP_DIR={str(root)!r}: holds no job folders ({OVERRIDES_FILE}); "
@@ -128,22 +182,63 @@ def _sort_key(value: Any) -> tuple[int, Any]:
 
 
 @dataclass
+class ReportSpec:
+    """What a sweep's report shows; a preset declares it in its `report:` node (the defaults
+    suit a width sweep). The keys are settings of the report only: they do not change a run."""
+
+    x: Optional[str] = None  # the x axis (a numeric swept key; null: model.width, or the first)
+    fit: list[str] = field(default_factory=lambda: list(FIT))  # sweep.csv columns to fit
+    reference_slope: Optional[float] = -0.5  # the theory's exponent, drawn beside each fit
+    figures: list[str] = field(default_factory=lambda: list(SHOWN))  # what to draw
+
+
+def read_spec(job: Path) -> ReportSpec:
+    """The report node of a job's recorded config (.hydra/config.yaml); the defaults without."""
+    try:
+        node = (yaml.safe_load((job / CONFIG_FILE).read_text()) or {}).get("report") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        node = {}
+    known = {f.name for f in dataclasses.fields(ReportSpec)}
+    return ReportSpec(**{k: v for k, v in node.items() if k in known})
+
+
+@dataclass
+class Point:
+    """One point of a series: the completed jobs at one x, replicates that differ only in their
+    seed."""
+
+    x: float
+    label: str
+    jobs: list[Job]
+
+    def mean(self, column: str) -> Mean | None:
+        """The column's mean over the replicates, with its 95% interval."""
+        return mean_interval([job.column(column) for job in self.jobs])
+
+
+@dataclass
 class Sweep:
     """Jobs grouped by the swept keys: `x` is the key on the figures' x axis (None when no swept
-    key is numeric), `series` the other swept keys (one line per combination of their values)."""
+    key is numeric), `series` the other swept keys (one line per combination of their values),
+    the seed (when swept) makes replicates of each point. `spec`: what the report shows."""
 
     jobs: list[Job]
     swept: list[str]
     fixed: dict[str, Any]
     x: str | None
     series: list[str]
+    spec: ReportSpec = field(default_factory=ReportSpec)
+
+    @property
+    def replicated(self) -> bool:
+        return SEED in self.swept
 
     def name(self, job: Job) -> str:
         """The job by its swept values alone, e.g. "model.width=64" (the folder when none)."""
         return ", ".join(f"{k}={job.overrides.get(k)}" for k in self.swept) or job.name
 
     def label(self, job: Job) -> str:
-        """The job's series: its values of the swept keys other than x."""
+        """The job's series: its values of the swept keys other than x and the seed."""
         return ", ".join(f"{k}={job.overrides.get(k)}" for k in self.series) or "all runs"
 
     def position(self, job: Job) -> float:
@@ -160,9 +255,21 @@ class Sweep:
             jobs.sort(key=lambda j: _sort_key(j.overrides.get(key)) if key else (0, j.name))
         return out
 
+    def points(self) -> dict[str, list[Point]]:
+        """Per series, its completed jobs gathered by x (the seeds of one point together)."""
+        out: dict[str, list[Point]] = {}
+        for label, jobs in self.groups().items():
+            by_x: dict[float, list[Job]] = {}
+            for job in (j for j in jobs if j.completed):
+                by_x.setdefault(self.position(job), []).append(job)
+            out[label] = [Point(x, label, js) for x, js in sorted(by_x.items())]
+        return out
 
-def group(jobs: Sequence[Job]) -> Sweep:
-    """Swept keys are those whose value is not the same in every job."""
+
+def group(jobs: Sequence[Job], spec: ReportSpec | None = None) -> Sweep:
+    """Swept keys are those whose value is not the same in every job; the seed is a replicate,
+    never the x axis or a series. `spec.x` chooses the x axis when it is a numeric swept key."""
+    spec = spec or ReportSpec()
     keys = sorted({k for job in jobs for k in job.overrides})
     swept, fixed = [], {}
     for key in keys:
@@ -171,50 +278,28 @@ def group(jobs: Sequence[Job]) -> Sweep:
             swept.append(key)
         else:
             fixed[key] = jobs[0].overrides.get(key)
-    numeric = [k for k in swept if all(isinstance(j.overrides.get(k), (int, float)) for j in jobs)]
-    x = PREFERRED_X if PREFERRED_X in numeric else (numeric[0] if numeric else None)
-    series = [k for k in swept if k != x]
+    numeric = [
+        k
+        for k in swept
+        if k != SEED and all(isinstance(j.overrides.get(k), (int, float)) for j in jobs)
+    ]
+    preferred = [k for k in (spec.x, PREFERRED_X) if k in numeric]
+    x = preferred[0] if preferred else (numeric[0] if numeric else None)
+    series = [k for k in swept if k not in (x, SEED)]
     ordered = sorted(jobs, key=lambda j: [_sort_key(j.overrides.get(k)) for k in swept])
-    return Sweep(list(ordered), swept, fixed, x, series)
+    return Sweep(list(ordered), swept, fixed, x, series, spec)
 
 
-@dataclass(frozen=True)
-class Fit:
-    """log y = intercept + slope · log x by least squares: the power law y = e^intercept x^slope."""
-
-    slope: float
-    intercept: float
-    stderr: float  # the slope's standard error (NaN from two points: no residual to measure)
-    points: int
-
-    def __call__(self, x: float) -> float:
-        return math.exp(self.intercept) * x**self.slope
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
-
-
-def loglog_fit(xs: Sequence[float], ys: Sequence[float | None]) -> Fit | None:
-    """The power law through the pairs with positive finite x and y; None with fewer than two
-    distinct x values."""
-    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if _positive(x) and _positive(y)]
-    if len({x for x, _ in pairs}) < 2:
-        return None
-    lx = [math.log(x) for x, _ in pairs]
-    ly = [math.log(y) for _, y in pairs]
-    k = len(pairs)
-    mx, my = sum(lx) / k, sum(ly) / k
-    sxx = sum((a - mx) ** 2 for a in lx)
-    slope = sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sxx
-    intercept = my - slope * mx
-    residual = sum((b - intercept - slope * a) ** 2 for a, b in zip(lx, ly, strict=True))
-    stderr = math.sqrt(residual / (k - 2) / sxx) if k > 2 else math.nan
-    return Fit(slope, intercept, stderr, k)
+def read_sweep(sweep_dir: str | Path) -> Sweep:
+    """The sweep in `sweep_dir`, grouped as its report spec (from its first job) says."""
+    jobs = find_jobs(sweep_dir)
+    spec = read_spec(Path(sweep_dir) / jobs[0].name)
+    return group(jobs, spec)
 
 
 def fits(sweep: Sweep, columns: Sequence[str]) -> list[tuple[str, str, Fit]]:
-    """(tag, series, fit of log tag against log x) over each series' completed runs."""
+    """(tag, series, fit of log tag against log x) over each series' completed runs, every
+    seed a point of its own (the interval then covers the seeds' spread)."""
     if sweep.x is None:
         return []
     out = []

@@ -18,6 +18,13 @@ def theory_lr(lambda_max: float, n: int, alpha: float = 1.0) -> float:
     return n * alpha**2 / (2.0 * lambda_max)
 
 
+def cross_entropy_lr(lambda_max_full: float, n: int) -> float:
+    """The theory step for the mean cross-entropy, 1/β = 2n / λ_max(K): β = λ_max(K)/(2n)
+    bounds the Gauss–Newton curvature, K the full (n·k, n·k) kernel of the k logits, since the
+    softmax's Hessian diag(p) − p pᵀ has eigenvalues ≤ 1/2 (Gershgorin: 2 p_a (1 − p_a))."""
+    return 2.0 * n / lambda_max_full
+
+
 def stability_lr(lambda_max: float, n: int, alpha: float = 1.0) -> float:
     """GD's stability limit 2/β = n α² / λ_max(K): on a quadratic GD diverges iff lr exceeds it."""
     return 2.0 * theory_lr(lambda_max, n, alpha)

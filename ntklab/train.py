@@ -12,19 +12,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ntklab.models import output_scale
+from ntklab.losses import Loss, mse
+from ntklab.models import OneHiddenLayer
 from ntklab.optim import ConstantLR, HeavyBall, Schedule, full_batch
 from ntklab.rundir import Status
 
 Batches = Callable[[int, torch.Generator], Sequence[torch.Tensor | None]]
-
-
-def mse(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """L = (1/n) Σ (f(x_i) − y_i)² / α² (docs/theory.md; α = 1 unless the model scales its
-    output f = α h, in which case dividing by α² keeps the loss O(1), as in Chizat et al.)."""
-    loss = (model(X) - y).pow(2).mean()
-    alpha = output_scale(model)
-    return loss if alpha == 1.0 else loss / alpha**2
 
 
 def trainable(model: nn.Module) -> list[torch.Tensor]:
@@ -32,12 +25,13 @@ def trainable(model: nn.Module) -> list[torch.Tensor]:
 
 
 def loss_and_grads(
-    model: nn.Module, X: torch.Tensor, y: torch.Tensor
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: Loss = mse
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The loss on (X, y) and its gradient with respect to every trainable parameter."""
+    """The loss (`loss_fn`, the MSE by default) on (X, y) and its gradient with respect to every
+    trainable parameter."""
     params = trainable(model)
     with torch.enable_grad():
-        loss = mse(model, X, y)
+        loss = loss_fn(model, X, y)
         grads = torch.autograd.grad(loss, params)
     return loss.detach(), list(grads)
 
@@ -68,7 +62,10 @@ class TrainState:
     # reuse (never recompute K in a second callback): K_t (n, n), K_0, and K_t's spectrum.
     K: torch.Tensor | None = None
     K0: torch.Tensor | None = None
+    K_before: torch.Tensor | None = None  # K one epoch before K_t (measurements.KernelStep)
     spectrum: object | None = None
+    K_full: torch.Tensor | None = None  # (n, n, k, k) for k outputs, where the run tracks it
+    loss_fn: Loss = mse  # the training loss (losses.LOSSES)
     wall_time_s: float = 0.0  # training time spent before this process (restored on resume)
     # Seconds of that time spent measuring the NTK (K_t, its spectrum, what reads them), added
     # by the callbacks that do it through `measuring`: what ntk.budget holds to a fraction.
@@ -88,9 +85,10 @@ class TrainState:
         schedule: Schedule | None = None,
         batches: Batches = full_batch,
         seed: int = 0,
+        loss_fn: Loss = mse,
     ) -> TrainState:
         """A state at W_0: heavy-ball steps on the trained parameters, `schedule` (a constant
-        step by default) and the minibatch generator seeded with `seed`."""
+        step by default), the minibatch generator seeded with `seed`, and the loss `loss_fn`."""
         return cls(
             model=model,
             X=X,
@@ -101,6 +99,7 @@ class TrainState:
             generator=torch.Generator().manual_seed(seed),
             batches=batches,
             lr=lr,
+            loss_fn=loss_fn,
         )
 
     @property
@@ -110,7 +109,7 @@ class TrainState:
     def evaluate(self) -> None:
         """Record L(W_t) and ∇L(W_t) after the parameters changed: one forward and backward
         pass for both."""
-        loss, self.grads = loss_and_grads(self.model, self.X, self.y)
+        loss, self.grads = loss_and_grads(self.model, self.X, self.y, self.loss_fn)
         self.loss = float(loss)
 
     def elapsed(self) -> float:
@@ -128,12 +127,11 @@ class TrainState:
 
     def state_dict(self) -> dict[str, object]:
         """The loop's state at the end of epoch `epoch`: with the callbacks' state, all a run
-        needs to continue bitwise. Tensors (on the CPU) and plain values only; W and v at the
-        top level. `lr` is the step size epoch `epoch + 1` will use."""
+        needs to continue bitwise. Tensors (on the CPU) and plain values only: a OneHiddenLayer's
+        W and v at the top level, any other model's under "state_dict". `lr` is the step size
+        epoch `epoch + 1` will use."""
         return {
-            **_to_cpu(self.model.state_dict()),
-            # the output weights v (m,) even where the trained parameter is a = √m v
-            "v": self.model.v.detach().cpu().clone(),
+            **self._weights(),
             "epoch": self.epoch,
             "lr": self.next_lr,
             "loss": self.loss,
@@ -147,9 +145,17 @@ class TrainState:
             "tracking_s": self.tracking_s,
         }
 
+    def _weights(self) -> dict[str, object]:
+        weights = _to_cpu(self.model.state_dict())
+        if not isinstance(self.model, OneHiddenLayer):
+            return {"state_dict": weights}
+        # the output weights v (m,) even where the trained parameter is a = √m v
+        return {**weights, "v": self.model.v.detach().cpu().clone()}
+
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state_dict()`'s output (tensors may sit on any device)."""
-        self.model.load_state_dict({k: state[k] for k in self.model.state_dict()})
+        weights = state if isinstance(self.model, OneHiddenLayer) else state["state_dict"]
+        self.model.load_state_dict({k: weights[k] for k in self.model.state_dict()})
         opt = dict(state["optimizer"])
         opt["buffers"] = [None if b is None else b.to(self.X.device) for b in opt["buffers"]]
         self.optimizer.load_state_dict(opt)
@@ -211,10 +217,12 @@ def run_epoch(state: TrainState) -> None:
     model, X, y = state.model, state.X, state.y
     for idx in state.batches(state.n, state.generator):
         if idx is None:  # all n samples: the gradient evaluate() left on the state
-            grads = state.grads if state.grads is not None else loss_and_grads(model, X, y)[1]
+            grads = state.grads
+            if grads is None:
+                grads = loss_and_grads(model, X, y, state.loss_fn)[1]
         else:
             idx = idx.to(X.device)
-            _, grads = loss_and_grads(model, X[idx], y[idx])
+            _, grads = loss_and_grads(model, X[idx], y[idx], state.loss_fn)
         state.optimizer.step(grads, state.lr)
         state.grads = None
 
@@ -254,7 +262,7 @@ def _epoch(state: TrainState, callbacks: Sequence[Callback]) -> None:
     """Epoch t = state.epoch + 1: the update, L(W_t), the callbacks, then the next step size."""
     run_epoch(state)
     state.epoch += 1
-    state.K = state.spectrum = None
+    state.K = state.spectrum = state.K_full = state.K_before = None
     state.evaluate()
     state.metrics = {"loss/train": state.loss, "optim/lr": state.lr}
     state.next_lr = state.schedule.step(state.loss)

@@ -19,21 +19,35 @@ def rel_err(A: torch.Tensor, B: torch.Tensor) -> float:
     return float((A - B).norm() / B.norm())
 
 
-def explicit_jacobian(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
-    """J as (n, p): one autograd gradient of the scalar output per sample, over every trained
-    parameter, stacked."""
+def explicit_jacobians(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
+    """J as (n, k, p): one autograd gradient per sample and per output, over every trained
+    parameter, stacked (k = 1 for an output of shape (n,) or (n, 1))."""
     params = [p for p in model.parameters() if p.requires_grad]
     rows = []
     for x in X:
-        grads = torch.autograd.grad(model(x[None]).sum(), params)
-        rows.append(torch.cat([g.reshape(-1) for g in grads]))
+        out = model(x[None]).reshape(-1)
+        grads = [torch.autograd.grad(f, params, retain_graph=True) for f in out]
+        rows.append(torch.stack([torch.cat([g.reshape(-1) for g in gs]) for gs in grads]))
     return torch.stack(rows)
 
 
-def explicit_ntk(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
-    """K = J Jᵀ (n, n) from the explicit Jacobian."""
-    J = explicit_jacobian(model, X)
-    return J @ J.T
+def explicit_jacobian(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
+    """J as (n, p) for a model with one output."""
+    J = explicit_jacobians(model, X)
+    assert J.shape[1] == 1, "one output only; use explicit_jacobians"
+    return J[:, 0]
+
+
+def explicit_ntk(
+    model: nn.Module, X1: torch.Tensor, X2: torch.Tensor | None = None, output: str | None = None
+) -> torch.Tensor:
+    """K(X1, X2) = J(X1) J(X2)ᵀ from explicit Jacobians: the (n1, n2, k, k) array of every
+    output pair for `output="full"`, else its trace over the outputs (n1, n2)."""
+    J1 = explicit_jacobians(model, X1)
+    J2 = J1 if X2 is None else explicit_jacobians(model, X2)
+    if output == "full":
+        return torch.einsum("iap,jbp->ijab", J1, J2)
+    return torch.einsum("iap,jap->ij", J1, J2)
 
 
 def hand_jacobian(net: OneHiddenLayer, X: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ KILL_BEFORE_RENAME = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
         real_replace(src, dst)
     os.replace = replace
-    from ntklab.cli import main
+    from ntklab.__main__ import main
     sys.argv = ["ntklab", *sys.argv[1:]]
     main()
     """
@@ -94,3 +94,36 @@ def test_sigkill_between_temp_write_and_rename(tmp_path):
     assert "from epoch 5" in resumed.stdout + resumed.stderr
     assert not tmp.exists()
     assert (run_dir / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes()
+
+
+# Runs the real CLI, but the disk is "full" at the third checkpoint rename.
+FULL_DISK = textwrap.dedent(
+    """
+    import errno, os, sys
+    real_replace, writes = os.replace, []
+    def replace(src, dst):
+        if str(dst).endswith("last.pt"):
+            writes.append(dst)
+            if len(writes) == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+    os.replace = replace
+    from ntklab.__main__ import main
+    sys.argv = ["ntklab", *sys.argv[1:]]
+    main()
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_failed_run_is_one_line_exit_1_and_a_true_summary(tmp_path):
+    cmd = [sys.executable, "-c", FULL_DISK, *RUN, f"hydra.run.dir={tmp_path}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("ntklab: failed: OSError: [Errno 28] No space left on device")
+    assert done.stderr.count("\n") == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["epochs_run"] == 15
+    assert "Traceback" in (tmp_path / "ntklab.log").read_text()
+    assert not list(tmp_path.rglob(".*.tmp"))

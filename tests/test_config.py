@@ -25,9 +25,16 @@ def group_options():
             yield group, path.stem
 
 
+# What an option needs set on the command line (its ??? keys).
+REQUIRED = {
+    ("data", "csv"): ["data.path=data.csv"],
+    ("data", "custom"): ["data._target_=mine.load"],
+    ("model", "custom"): ["model._target_=mine.Net"],
+}
+
+
 def overrides_for(group, option):
-    extra = ["data.path=data.csv"] if (group, option) == ("data", "csv") else []
-    return [f"{group}={option}", *extra]
+    return [f"{group}={option}", *REQUIRED.get((group, option), [])]
 
 
 @pytest.mark.parametrize("group, option", list(group_options()))
@@ -49,6 +56,8 @@ def test_group_files_state_only_what_differs_from_the_schema(group):
     defaults = {f.name: getattr(SCHEMAS[group], f.name) for f in fields(SCHEMAS[group])}
     for path in sorted((CONF / group).glob("*.yaml")):
         for key, value in (yaml.safe_load(path.read_text()) or {}).items():
+            if key == "defaults":  # Hydra's defaults list (model=custom picks ntk=auto)
+                continue
             assert key in defaults, (path.name, key)
             if key not in ("name", "method"):  # the option's identity
                 assert value != defaults[key], f"{path.name}: {key}: {value} is the default"
@@ -68,3 +77,18 @@ def test_load_types_the_config_and_names_the_bad_key():
     assert isinstance(cfg, Config) and cfg.optim.lr == 0.5
     with pytest.raises(ConfigError, match=r"model.width=0: must be a positive integer"):
         load(compose_config("model.width=0"))
+
+
+def test_a_custom_model_takes_the_generic_route_unless_told():
+    """model=custom has no closed form: it selects ntk=auto; the command line still wins."""
+    custom = ("model=custom", "model._target_=mine.Net")
+    assert load(compose_config(*custom)).ntk.method == "auto"
+    assert load(compose_config(*custom, "ntk=jacobian")).ntk.method == "jacobian"
+    assert load(compose_config("model=mlp")).ntk.method == "structured"
+
+
+def test_extra_keys_are_a_custom_targets_keyword_arguments():
+    cfg = load(compose_config("model=custom", "model._target_=mine.Net", "+model.hidden=64"))
+    assert cfg.model.kwargs == {"hidden": 64} and not hasattr(cfg.model, "hidden")
+    with pytest.raises(ConfigError, match=r"model.hidden=64: model=leaky_relu takes no such key"):
+        load(compose_config("+model.hidden=64"))

@@ -50,3 +50,18 @@ def test_auto_device_picks_cuda(tmp_path):
     assert json.loads((tmp_path / "out/summary.json").read_text())["hparams"]["device"].startswith(
         "cuda"
     )
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_mlp_kernel_on_cuda_matches_float64_cpu(dtype, tol):
+    """The deep MLP's closed form and the generic route on the GPU, against the CPU in float64."""
+    from ntklab.models import MLP
+
+    X = torch.randn(80, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    cpu = MLP(10, 256, 3, "relu", seed=2, dtype=torch.float64)
+    gpu = MLP(10, 256, 3, "relu", seed=2, dtype=dtype, device="cuda")
+    K_ref = empirical_ntk(cpu, X)
+    for method in ("structured", "jacobian"):
+        K = empirical_ntk(gpu, X.to("cuda", dtype), method=method)
+        err = float((K.double().cpu() - K_ref).norm() / K_ref.norm())
+        assert K.device.type == "cuda" and err < tol, (method, err)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ntklab.config import ConfigError
-from ntklab.experiment import resolve_device
 from ntklab.ntk import exact_matmul
+from ntklab.problem import resolve_device
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ntklab"
 

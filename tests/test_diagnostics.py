@@ -9,15 +9,17 @@ import pytest
 import torch
 
 from ntklab import ntk
+from ntklab.data import make_synthetic
 from ntklab.diagnostics import (
     InfiniteWidth,
     KernelGeometry,
+    LinearOptimum,
     RateDiagnostics,
     alignment,
     kernel_distance,
 )
 from ntklab.kernels import infinite_width_ntk
-from ntklab.measurements import NTKTracker, PatternChange
+from ntklab.measurements import KernelStep, NTKTracker, PatternChange
 from ntklab.models import OneHiddenLayer
 from ntklab.ntk import Method
 from ntklab.optim import full_batch, reshuffled
@@ -56,13 +58,14 @@ def train(make_state):
     """A float64 run of n = 12, d = 5, m = 40, ε = 0.2 at lr = 0.5 with the tracker, every
     diagnostic and a Recorder; returns X, y, the model and the Recorder."""
 
-    def run(*, sgd: bool = False, every: int = 1, epochs: int = 8):
+    def run(*, sgd: bool = False, every: int = 1, epochs: int = 8, theory_step: bool = True):
         batches = (lambda n, g: reshuffled(n, 4, g)) if sgd else full_batch
         state = make_state(d=5, width=40, eps=0.2, lr=0.5, epochs=epochs, batches=batches)
         rec = Recorder()
         callbacks = [
             NTKTracker(Method.STRUCTURED, every),
-            RateDiagnostics(full_batch_gd=not sgd),
+            KernelStep(Method.STRUCTURED, every),
+            RateDiagnostics(full_batch_gd=not sgd, theory_step=theory_step),
             KernelGeometry(),
             PatternChange(),
             InfiniteWidth(),
@@ -106,8 +109,9 @@ def test_rate_and_kernel_diagnostics_against_recomputation(train) -> None:
             continue
         prev = rec.rows[t - 1]
         assert row["loss/contraction"] == pytest.approx(row["loss/train"] / prev["loss/train"])
-        cos = float((K[t] * K[t - 1]).sum() / (K[t].norm() * K[t - 1].norm()))
-        assert row["ntk/velocity"] == pytest.approx(1 - cos, abs=1e-12)
+        velocity = float((K[t] - K[t - 1]).norm() / K[0].norm())  # one epoch apart
+        assert row["ntk/velocity"] == pytest.approx(velocity, rel=1e-10, abs=1e-15)
+        assert row["loss/contraction_resolved"] == 1.0 and row["loss/contraction_err"] < 1e-10
         lam = torch.linalg.eigvalsh(K[t - 1])
         lo, hi = float(lam[0]), float(lam[-1])
         beta, mu, eta = 2 * hi / n, 4 * lo / n, row["optim/lr"]
@@ -121,11 +125,29 @@ def test_velocity_divides_by_the_epochs_between_tracked_kernels(train) -> None:
     X, _, _, rec = train(every=3, epochs=7)
     tracked = [r["step"] for r in rec.rows if "ntk/kernel_distance" in r]
     assert tracked == [0, 3, 6, 7]
-    for a, b in zip(tracked, tracked[1:], strict=False):
-        d = kernel_distance(_kernel(X, rec.W[b]), _kernel(X, rec.W[a]))
-        assert rec.rows[b]["ntk/velocity"] == pytest.approx(d / (b - a), rel=1e-9, abs=1e-15)
+    K0 = _kernel(X, rec.W[0])
+    for b in tracked[1:]:  # over the epoch before each tracked one, whatever ntk.every is
+        step = (_kernel(X, rec.W[b]) - _kernel(X, rec.W[b - 1])).norm()
+        velocity = float(step / K0.norm())
+        assert rec.rows[b]["ntk/velocity"] == pytest.approx(velocity, rel=1e-9, abs=1e-15)
     # the bound needs K_{t−1}: only after tracked epochs
     assert [r["step"] for r in rec.rows if "pl/rate_bound" in r] == [1, 4, 7]
+
+
+def test_velocity_does_not_depend_on_how_often_the_kernel_is_tracked(train) -> None:
+    """The velocity at epoch 12 is the same tracked every epoch or every 4 (the old
+    (1 − cos)/Δt differed by about Δt, and a displacement over Δt epochs by √Δt: a leaky-ReLU
+    kernel moves by activation flips of either sign, a random walk)."""
+    every_epoch = {r["step"]: r for r in train(every=1, epochs=12)[3].rows}
+    every_four = {r["step"]: r for r in train(every=4, epochs=12)[3].rows}
+    fine, coarse = every_epoch[12]["ntk/velocity"], every_four[12]["ntk/velocity"]
+    assert fine > 0 and coarse == pytest.approx(fine, rel=1e-12)
+
+
+def test_the_notes_constant_is_logged_at_the_theory_step_only(train) -> None:
+    rows = train(theory_step=False)[3].rows
+    assert any("pl/rate_bound" in r for r in rows)
+    assert not any("pl/rate_slide" in r for r in rows)
 
 
 def test_sgd_logs_contraction_but_no_gd_bound(train) -> None:
@@ -143,14 +165,14 @@ def test_diagnostics_reuse_the_trackers_kernel(train, monkeypatch) -> None:
 
 
 def test_resumed_diagnostics_continue_where_they_left(tmp_path) -> None:
-    rate, geo = RateDiagnostics(True), KernelGeometry()
+    rate, step = RateDiagnostics(True), KernelStep(Method.STRUCTURED, 3)
     rate.prev = {"epoch": 4, "loss": 2.0, "lambda_min": 1.0, "lambda_max": 3.0}
-    geo.K_prev, geo.epoch_prev = torch.eye(3), 4
-    rate2, geo2 = RateDiagnostics(True), KernelGeometry()
+    step.snapshot, step.snapshot_epoch = [torch.eye(3)], 4
+    rate2, step2 = RateDiagnostics(True), KernelStep(Method.STRUCTURED, 3)
     rate2.load_state_dict(rate.state_dict())
-    geo2.load_state_dict(geo.state_dict())
-    assert rate2.prev == rate.prev and geo2.epoch_prev == 4
-    assert torch.equal(geo2.K_prev, torch.eye(3))
+    step2.load_state_dict(step.state_dict())
+    assert rate2.prev == rate.prev and step2.snapshot_epoch == 4
+    assert torch.equal(step2.snapshot[0], torch.eye(3))
 
 
 @pytest.mark.slow
@@ -161,12 +183,56 @@ def test_cli_writes_spectrum_histogram_and_custom_scalars(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"histograms": 0})
     events.Reload()
-    hist = events.Histograms("ntk/spectrum")
+    hist = events.Histograms("ntk/log10_spectrum")
     assert [h.step for h in hist] == [0, 2, 4]
     assert all(h.histogram_value.num == 128 for h in hist)
+    rows = {r["step"]: r for r in map(json.loads, (tmp_path / "metrics.jsonl").open())}
+    for h in hist:  # log10 of the eigenvalues: its top is log10 λ_max
+        top = math.log10(rows[h.step]["ntk/lambda_max"])
+        assert h.histogram_value.max == pytest.approx(top, abs=1e-6)
     assert "custom_scalars__config__" in events.Tags()["tensors"]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     tags = set().union(*rows)
     for tag in ("loss/contraction", "pl/rate_bound", "pl/rate_slide", "ntk/kernel_distance"):
         assert tag in tags
     assert all(math.isfinite(r["ntk/dist_to_inf"]) for r in rows if "ntk/dist_to_inf" in r)
+
+
+@pytest.mark.parametrize(("n", "d", "resolved"), [(20, 4, 1.0), (8, 12, 0.0)])
+def test_linear_optimum_is_the_least_squares_loss_and_says_when_it_is_round_off(
+    n: int, d: int, resolved: float
+) -> None:
+    """L* of the linear net (any width: its outputs are the linear functions) against an
+    explicit normal-equations solve; with d ≥ n the data are fitted exactly and L* is flagged."""
+    X, y = make_synthetic("sphere", n, d, seed=3)
+    model = OneHiddenLayer(d, 3, "linear", seed=4, dtype=torch.float64)
+    state = TrainState.create(model, X, y, epochs=2, lr=0.1, seed=5)
+    rec = Recorder()
+    fit(state, [LinearOptimum(), rec])
+    if d < n:
+        beta = torch.linalg.solve(X.T @ X, X.T @ y)
+        expected = float(((X @ beta - y) ** 2).mean())
+        assert rec.rows[0]["loss/optimum"] == pytest.approx(expected, rel=1e-10)
+        assert expected > 0.01
+    else:
+        assert rec.rows[0]["loss/optimum"] < 1e-25
+    for row in rec.rows:
+        assert row["loss/optimum_resolved"] == resolved
+        assert row["loss/excess"] == row["loss/train"] - row["loss/optimum"]
+        assert row["loss/excess"] >= 0
+
+
+def test_linear_optimum_is_logged_for_the_linear_net_only(make_state) -> None:
+    state = make_state(epochs=1)  # leaky ReLU
+    rec = Recorder()
+    fit(state, [LinearOptimum(), rec])
+    assert "loss/optimum" not in rec.rows[0]
+
+
+def test_the_log10_spectrum_lifts_round_off_to_its_floor() -> None:
+    from ntklab.control import log10_spectrum
+
+    lam = torch.tensor([-1e-18, 0.0, 1e-3, 10.0], dtype=torch.float64)
+    out = log10_spectrum(lam)
+    floor = math.log10(4 * torch.finfo(torch.float64).eps * 10.0)
+    assert out.tolist() == pytest.approx([floor, floor, -3.0, 1.0])

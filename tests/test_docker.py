@@ -50,7 +50,7 @@ def test_install_command_matches_readme():
 def test_entrypoint_is_the_cli_and_readme_passes_overrides_through():
     entry = re.search(r"^ENTRYPOINT (\[.*\])", DOCKERFILE, re.M).group(1)
     assert entry == '["ntklab"]'
-    assert 'ntklab = "ntklab.cli:main"' in (ROOT / "pyproject.toml").read_text()
+    assert 'ntklab = "ntklab.__main__:main"' in (ROOT / "pyproject.toml").read_text()
     assert re.search(
         r"docker run --gpus all .*-v \"?\$PWD/runs:/app/runs\"? \S+ model\.width=", README
     )

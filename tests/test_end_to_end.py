@@ -153,5 +153,6 @@ def test_width_multirun_names_job_folders_by_override(tmp_path, small_run_args):
 def test_python_module_entry_point_help(tmp_path):
     proc = run_cli("--help", cwd=tmp_path)
     assert proc.returncode == 0
-    assert "model: leaky_relu, linear" in proc.stdout
+    assert "leaky_relu*" in proc.stdout and "model.width" in proc.stdout
+    assert "mlp" in proc.stdout and "custom" in proc.stdout
     json.dumps(proc.stdout)  # printable

@@ -38,12 +38,25 @@ def test_hparams_and_metrics_sit_in_the_runs_own_folder(tmp_path):
     start = records[metadata.SESSION_START_INFO_TAG].session_start_info
     logged = {k: value(v) for k, v in start.hparams.items()}
     expected = summary["hparams"]
-    assert logged["width"] == 16 and logged["optim"] == "gd" and logged["model"] == "leaky_relu"
-    for key in ("lr", "negative_slope", "n", "d", "seed", "momentum"):
-        assert logged[key] == pytest.approx(expected[key])
+    # Named by the config keys a user types.
+    assert logged["model.width"] == 16 and logged["optim"] == "gd"
+    assert logged["model"] == "leaky_relu"
+    for key, name in (("lr", "optim.lr"), ("negative_slope", "model.negative_slope"),
+                      ("n", "data.n"), ("d", "data.d"), ("seed", "seed"),
+                      ("momentum", "optim.momentum")):  # fmt: skip
+        assert logged[name] == pytest.approx(expected[key])
+    # The trial is named by the overrides that name the run.
+    assert start.group_name.startswith("d=4,n=8,epochs=3,width=16,lr=0.5 · ")
     experiment = records[metadata.EXPERIMENT_TAG].experiment
-    metrics = {m.name.tag for m in experiment.metric_infos}
-    assert {"loss/train", "ntk/lambda_min", "weights/max_neuron_dist"} <= metrics
+    metrics = {m.name.tag: m.display_name for m in experiment.metric_infos}
+    assert metrics["loss/train"] == "loss" and metrics["ntk/lambda_min"] == "λ_min(K)"
+    assert "weights/max_neuron_dist" in metrics
+    # The keys on the command line are marked as the ones that vary, so they come first.
+    differs = {h.name for h in experiment.hparam_infos if h.differs}
+    assert differs == {"data.d", "data.n", "epochs", "model.width", "optim.lr"}
+    kinds = {h.name: api_pb2.DataType.Name(h.type) for h in experiment.hparam_infos}
+    assert kinds["model.width"] == "DATA_TYPE_FLOAT64" and kinds["model"] == "DATA_TYPE_STRING"
+    assert kinds["model.center"] == "DATA_TYPE_BOOL"
     # The metrics the table shows are the run's own scalars: their last value is the final one.
     acc = EventAccumulator(str(tb))
     acc.Reload()

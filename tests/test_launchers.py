@@ -59,7 +59,7 @@ def test_joblib_sweep_with_a_failing_job_goes_on_and_reports_it(tmp_path):
     proc = sweep(tmp_path, "launcher=joblib", "hydra.launcher.n_jobs=2", "model.width=8,16,-1,32")
     root = tmp_path / "sweep"
     assert proc.returncode == 1, proc.stderr
-    assert "1 of 4 jobs failed: data.d=4,data.n=8,epochs=3,model.width=-1" in proc.stderr
+    assert "1 of 4 jobs failed: data.d=4,data.n=8,epochs=3,model.width=-1 (why" in proc.stderr
     assert "Traceback" not in proc.stderr
     rows = check_report(root, [8, 16, -1, 32])
     status = {int(r["model.width"]): r["status"] for r in rows}

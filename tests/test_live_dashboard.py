@@ -1,7 +1,9 @@
-"""A real TensorBoard server follows a real training run while it is still going."""
+"""A real TensorBoard server follows a real training run while it is still going, and serves a
+sweep's runs by name with its HParams table led by the swept key."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -14,6 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from conftest import run_cli
 
 # Long enough that the server sees the run before it ends (1–5 ms an epoch on one thread).
 EPOCHS = 4000
@@ -129,7 +133,8 @@ def test_tensorboard_follows_a_live_run_and_lists_its_hparams(tmp_path):
 
         experiment = get(base, "/data/plugin/hparams/experiment", {"experimentName": ""})
         names = {h["name"] for h in experiment["hparamInfos"]}
-        assert {"width", "lr", "negative_slope", "n", "d", "optim", "seed"} <= names
+        assert {"model.width", "optim.lr", "model.negative_slope", "data.n", "data.d", "optim",
+                "seed"} <= names  # fmt: skip
         groups = get(base, "/data/plugin/hparams/session_groups", {
             "experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [],
             "startIndex": 0, "sliceSize": 10,
@@ -137,11 +142,88 @@ def test_tensorboard_follows_a_live_run_and_lists_its_hparams(tmp_path):
         (session,) = [s for g in groups for s in g["sessions"] if s["name"] == run_name]
         hparams = groups[0]["hparams"]
         summary = json.loads((run_dir / "summary.json").read_text())
-        assert hparams["width"] == 32 and hparams["n"] == 16 and hparams["optim"] == "gd"
-        assert hparams["lr"] == pytest.approx(summary["hparams"]["lr"])
+        assert hparams["model.width"] == 32 and hparams["data.n"] == 16
+        assert hparams["optim"] == "gd"
+        assert hparams["optim.lr"] == pytest.approx(summary["hparams"]["lr"])
         assert session["status"] == "STATUS_SUCCESS"
         final = {m["name"]["tag"]: m["value"] for m in session["metricValues"]}
         assert final["loss/train"] == pytest.approx(summary["final"]["loss/train"], rel=1e-6)
     finally:
         stop(run)
         stop(server)
+
+
+def wait_for(what: str, probe, timeout: float = 120):
+    """probe() until it returns something true; its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"the server never showed {what}"
+        time.sleep(0.5)
+
+
+def serve(logdir: Path):
+    """A TensorBoard server on `logdir` (a context manager); its base URL once it answers."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        tensorboard_command(logdir, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for("its run list", lambda: get(base, "/data/runs") is not None, SERVER_START_S)
+        yield base
+    finally:
+        stop(server)
+
+
+def hparams_columns(base: str) -> list[dict]:
+    """The HParams experiment's hyper-parameters, in the dashboard's column order."""
+    body = {"experimentName": ""}
+    return wait_for(
+        "the HParams experiment",
+        lambda: (get(base, "/data/plugin/hparams/experiment", body) or {}).get("hparamInfos"),
+    )
+
+
+@pytest.mark.slow
+def test_a_sweep_reads_at_a_glance_run_names_and_the_hparams_columns(tmp_path):
+    """A 3-width sweep and a single run under one logdir, served as the README's command serves
+    them: each run named by its overrides; the HParams table led by the swept key, its metrics
+    by display name, its trials by the overrides that name them."""
+    tiny = ["epochs=5", "data.n=16", "data.d=8", "threads=1"]
+    sweep = run_cli("-m", "model.width=16,32,64", *tiny, cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stderr
+    single = run_cli("model=linear", *tiny, cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    logdir = tmp_path / "runs"
+    with contextlib.contextmanager(serve)(logdir) as base:
+        runs = wait_for("four runs", lambda: (r := get(base, "/data/runs")) and len(r) == 4 and r)
+        jobs = sorted(r for r in runs if r.startswith("multirun/"))
+        assert [r.split("/")[-2] for r in jobs] == [
+            f"data.d=8,data.n=16,epochs=5,model.width={m},threads=1" for m in (16, 32, 64)
+        ]
+        (one,) = [r for r in runs if not r.startswith("multirun/")]
+        assert one.endswith("_data.d=8,data.n=16,epochs=5,model=linear,threads=1/tb")
+        # The columns TensorBoard takes from one run: those it varied first, then by name.
+        columns = hparams_columns(base)
+        varied = [c["name"] for c in columns if c.get("differs")]
+        assert [c["name"] for c in columns[: len(varied)]] == sorted(varied)
+        full = get(base, "/data/plugin/hparams/experiment", {"experimentName": ""})
+        shown = {m["name"]["tag"]: m.get("displayName") for m in full["metricInfos"]}
+        assert shown["loss/train"] == "loss" and shown["ntk/lambda_min"] == "λ_min(K)"
+        groups = get(base, "/data/plugin/hparams/session_groups", {
+            "experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [],
+            "startIndex": 0, "sliceSize": 10,
+        })["sessionGroups"]  # fmt: skip
+        trials = sorted(g["name"].split(" · ")[0] for g in groups)
+        assert trials == [
+            "d=8,n=16,epochs=5,model=linear,threads=1", "width=16", "width=32", "width=64",
+        ]  # fmt: skip
+        assert sorted(g["hparams"]["model.width"] for g in groups) == [16, 32, 64, 512]
+    (sweep_dir,) = (logdir / "multirun").glob("*/*")
+    with contextlib.contextmanager(serve)(sweep_dir) as base:
+        names = [c["name"] for c in hparams_columns(base)]
+        assert names[0] == "model.width" and names[1:] == sorted(names[1:])
+        assert {"model", "data.n", "optim.lr", "seed"} <= set(names)

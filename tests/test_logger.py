@@ -1,27 +1,75 @@
-"""The run's writer: the spectrum histogram it writes is the event `add_histogram` writes."""
+"""The logger's additions to a run's records: log10 tags beside the tags they come from, the
+hyper-parameters by config key, a dashboard layout that names only tags a run logs, and the
+spectrum histogram (written as the event `add_histogram` writes)."""
 
 from __future__ import annotations
 
+import json
+import math
+import re
+
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ntklab.logger import RunLogger
+from ntklab.logger import (
+    HPARAM_METRICS,
+    LAYOUT,
+    LOG10_TAGS,
+    RunLogger,
+    hparam_values,
+    log10_tags,
+)
 from ntklab.rundir import RunFolder
 
 
+def test_log10_tags_follow_their_tags_and_keep_the_record_order(tmp_path):
+    logger = RunLogger(RunFolder(tmp_path))
+    logger.log(0, {"loss/train": 0.01, "pl/ratio": 2.0, "ntk/lambda_min": 0.5})
+    logger.log(1, {"loss/train": 0.0, "pl/ratio": math.nan})
+    logger.close()
+    first, second = map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+    assert list(first) == [
+        "step", "loss/train", "pl/ratio", "ntk/lambda_min", "loss/log10_train", "pl/log10_ratio",
+    ]  # fmt: skip
+    assert first["loss/log10_train"] == pytest.approx(-2.0)
+    assert first["pl/log10_ratio"] == pytest.approx(math.log10(2.0))
+    assert second["loss/log10_train"] is None and second["pl/log10_ratio"] is None  # -inf, NaN
+    assert log10_tags({"loss/train": -1.0})["loss/log10_train"] != 0  # NaN, never a number
+
+
+def test_hparams_are_named_by_config_key():
+    values = hparam_values({"width": 64, "model": "linear", "n": 8, "lr_theory": 0.5, "x": [1]})
+    assert values == {"model.width": 64, "model": "linear", "data.n": 8, "lr_theory": 0.5,
+                      "x": "[1]"}  # fmt: skip
+
+
+def test_the_layout_names_logged_tags_and_one_comparison_per_chart():
+    readme = open("README.md", encoding="utf-8").read()
+    documented = set(re.findall(r"`((?:loss|ntk|pl|weights|activations|optim)/\w+)`", readme))
+    for category in LAYOUT.values():
+        for kind, regexes in category.values():
+            assert kind == "Multiline" and 1 <= len(regexes) <= 3
+            for regex in regexes:
+                assert regex.strip("^$") in documented, regex
+    assert set(LOG10_TAGS.values()) <= documented
+    assert {tag for tag, _, _ in HPARAM_METRICS} <= documented
+
+
 def test_the_fast_histogram_is_add_histograms_event(tmp_path) -> None:
-    values = torch.cat([torch.logspace(-3, 1.5, 120, dtype=torch.float64), torch.zeros(3)])
+    # log10 of a spectrum: values on both sides of 0, as ntk/log10_spectrum has them
+    values = torch.cat([torch.linspace(-3, 1.5, 120, dtype=torch.float64), torch.zeros(3)])
     ours = RunLogger(RunFolder(tmp_path / "ours"))
-    ours.log_histogram("ntk/spectrum", values, 4)
+    ours.log_histogram("ntk/log10_spectrum", values, 4)
     ours.close()
     theirs = RunLogger(RunFolder(tmp_path / "theirs"))
-    theirs.writer.add_histogram("ntk/spectrum", values.numpy(), global_step=4)
+    theirs.writer.add_histogram("ntk/log10_spectrum", values.numpy(), global_step=4)
     theirs.close()
     read = []
     for name in ("ours", "theirs"):
         acc = EventAccumulator(str(tmp_path / name / "tb"))
         acc.Reload()
-        (event,) = acc.Histograms("ntk/spectrum")
+        (event,) = acc.Histograms("ntk/log10_spectrum")
         read.append((event.step, event.histogram_value))
     assert read[0] == read[1]
     assert read[0][1].num == 123 and len(read[0][1].bucket) > 10

@@ -11,7 +11,7 @@ from torch import nn
 
 from ntklab import structured
 from ntklab.fixedpoint import PatternOperator
-from ntklab.models import OneHiddenLayer
+from ntklab.models import MLP, OneHiddenLayer
 from ntklab.ntk import (
     Method,
     empirical_ntk,
@@ -87,6 +87,12 @@ CASES = [
         for t, a, c, p in OPTIONS
         for act, eps in (("leaky_relu", 0.1), ("linear", 1.0))
     ),
+    *(
+        (f"mlp_{act}_depth{L}", MLP(5, 11, L, act, 0.2, seed=L, dtype=F64), data(9, 5))
+        for act in ("relu", "leaky_relu", "tanh", "linear")
+        for L in (1, 3)
+    ),
+    ("mlp_rank_deficient", MLP(2, 2, 2, "leaky_relu", dtype=F64), data(14, 2)),
     ("two_layer", TwoLayer(4, 17), data(23, 4)),
     ("tanh_mlp", TanhMLP(), data(7, 4)),
 ]
@@ -94,7 +100,8 @@ CASES = [
 
 def methods_for(model: nn.Module) -> list[Method]:
     generic = [Method.JACOBIAN, Method.NTVP, Method.AUTO]
-    return [Method.STRUCTURED, *generic] if isinstance(model, OneHiddenLayer) else generic
+    closed_form = isinstance(model, (OneHiddenLayer, MLP))
+    return [Method.STRUCTURED, *generic] if closed_form else generic
 
 
 @pytest.mark.parametrize(("case", "model", "X"), CASES, ids=[c[0] for c in CASES])
@@ -130,7 +137,7 @@ def test_linear_kernel_is_the_gram_matrix_and_constant_in_training() -> None:
     W0 = model.W.detach().clone()
     for _ in range(20):
         for method in (Method.STRUCTURED, Method.JACOBIAN):
-            assert torch.allclose(empirical_ntk(model, X, method), X @ X.T, atol=1e-12)
+            assert torch.allclose(empirical_ntk(model, X, method=method), X @ X.T, atol=1e-12)
         _, (g,) = loss_and_grads(model, X, y)
         with torch.no_grad():
             model.W -= 0.2 * g
@@ -228,8 +235,9 @@ def test_auto_picks_by_model_and_memory_budget() -> None:
     assert resolve_method("auto", model, X, budget_bytes=1e3) is Method.NTVP
     assert resolve_method("auto", TwoLayer(4, 8), X, budget_bytes=1e9) is Method.JACOBIAN
     assert resolve_method("jacobian", model, X, budget_bytes=1e3) is Method.JACOBIAN
-    # the fast closed form is for W-only nets: a trained output layer takes jacobian
-    assert resolve_method("auto", net(4, 8, train_output=True), X, 1e9) is Method.JACOBIAN
+    # every option of the one-hidden-layer net, and the deep MLP, have a closed form
+    assert resolve_method("auto", net(4, 8, train_output=True), X, 1e9) is Method.STRUCTURED
+    assert resolve_method("auto", MLP(4, 8, 2), X.float(), 1e9) is Method.STRUCTURED
 
 
 def test_jacobian_method_for_any_module_is_the_torch_func_recipe() -> None:

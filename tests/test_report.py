@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from ntklab.report import main, write_report
-from ntklab.sweep import find_jobs, group, loglog_fit
+from ntklab.stats import loglog_fit, mean_interval, t975
+from ntklab.sweep import find_jobs, group, read_sweep
 
 from conftest import run_cli
 
@@ -104,8 +105,10 @@ def test_report_lists_every_job_and_fits_only_completed_runs(tmp_path):
     assert by_width[2048]["message"] == "failed on purpose"
     report = path.read_text()
     assert (
-        "weights/max_neuron_dist ∝ model.width^-0.500  (all runs; ± 0.000 s.e., 4 runs)" in report
+        "weights/max_neuron_dist ∝ model.width^-0.500 ± 0.000 (95% CI, 4 runs; all runs)" in report
     )
+    assert "local slopes 16→64: -0.500, 64→256: -0.500, 256→1024: -0.500" in report
+    assert "The theory's exponent, drawn beside each fit: -0.5." in report
     assert "ntk/rel_change ∝ model.width^-0.750" in report
     assert "Swept: model.width" in report and "Fixed: epochs=3" in report
     for name, why in [("model.width=4096", "diverged"), ("model.width=8", "unfinished")]:
@@ -126,8 +129,8 @@ def test_two_swept_keys_give_one_series_per_value_of_the_other(tmp_path):
     assert (sweep.x, sweep.series, sweep.swept) == ("model.width", ["optim.lr"], sweep.swept)
     assert set(sweep.groups()) == {"optim.lr=0.1", "optim.lr=0.5"}
     report = write_report(tmp_path).read_text()
-    assert "ntk/rel_change ∝ model.width^-1.000  (optim.lr=0.1;" in report
-    assert "ntk/rel_change ∝ model.width^-0.500  (optim.lr=0.5;" in report
+    assert "ntk/rel_change ∝ model.width^-1.000 ± 0.000 (95% CI, 4 runs; optim.lr=0.1)" in report
+    assert "ntk/rel_change ∝ model.width^-0.500 ± 0.000 (95% CI, 4 runs; optim.lr=0.5)" in report
 
 
 def test_a_sweep_over_something_else_than_width(tmp_path):
@@ -169,3 +172,64 @@ def test_cli_prints_slopes_and_rejects_a_folder_without_jobs(tmp_path, capsys):
         assert proc.returncode == 2
         assert proc.stderr.startswith(f"ntklab-report: error: SWEEP_DIR='{folder}'")
         assert "Traceback" not in proc.stderr
+
+
+def test_a_torn_overrides_file_is_listed_not_fatal(tmp_path, capsys):
+    power_sweep(tmp_path)
+    torn = make_job(tmp_path, {"model.width": 512, "epochs": 3}, "completed")
+    (torn / ".hydra" / "overrides.yaml").write_text("- model.width=512\n- [epochs")
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "model.width=512: unreadable" in out and "overrides.yaml cannot be read" in out
+
+
+def test_seeds_are_replicates_with_intervals(tmp_path):
+    """seed=0,1,2 at each width: one point per width (the mean over seeds, with its 95%
+    interval), the exponent fitted to every run with its interval, figures with error bars."""
+    noise = {0: 1.1, 1: 0.9, 2: 1.0}
+    for m in WIDTHS:
+        for seed, factor in noise.items():
+            make_job(tmp_path, {"model.width": m, "seed": seed}, "completed",
+                     **{"weights/max_neuron_dist": factor * 3 * m**-0.5,
+                        "ntk/rel_change": factor * 2 * m**-0.75})  # fmt: skip
+    sweep = read_sweep(tmp_path)
+    assert sweep.replicated and sweep.x == "model.width" and sweep.series == []
+    (points,) = sweep.points().values()
+    assert [p.x for p in points] == WIDTHS and all(len(p.jobs) == 3 for p in points)
+    m = points[0].mean("max_neuron_dist")
+    values = [f * 3 * 16**-0.5 for f in noise.values()]
+    assert m.value == pytest.approx(sum(values) / 3)
+    sd = (sum((v - m.value) ** 2 for v in values) / 2) ** 0.5
+    assert m.half == pytest.approx(4.3027 * sd / 3**0.5) and m.count == 3
+    report = write_report(tmp_path).read_text()
+    assert "each seed a point of its own" not in report  # the section's wording
+    assert "(each seed a point; the interval covers their spread)" in report
+    assert "weights/max_neuron_dist ∝ model.width^-0.500 ± 0.0" in report
+    assert "12 runs; all runs" in report
+    assert "## Means over seeds" in report and "| all runs | 16 | 3 |" in report
+
+
+def test_a_preset_says_what_its_report_shows(tmp_path):
+    """The report spec recorded in a job's config chooses the x axis, the fits, the theory's
+    exponent and the figures."""
+    for alpha in (0.3, 1.0, 3.0):
+        job = make_job(tmp_path, {"model.alpha": alpha, "model.width": 64}, "completed",
+                       **{"ntk/kernel_distance": 0.01 / alpha**2,
+                          "weights/rel_dist_from_init": 0.1 / alpha})  # fmt: skip
+        (job / ".hydra" / "config.yaml").write_text(
+            "report:\n  x: model.alpha\n  fit: [kernel_distance, rel_dist_from_init]\n"
+            "  reference_slope: -1.0\n  figures: [fits, loss_curves]\n"
+        )
+    report = write_report(tmp_path).read_text()
+    assert "ntk/kernel_distance ∝ model.alpha^-2.000" in report
+    assert "weights/rel_dist_from_init ∝ model.alpha^-1.000" in report
+    assert "The theory's exponent, drawn beside each fit: -1." in report
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == ["kernel_distance.png", "loss_curves.png", "rel_dist_from_init.png"]
+
+
+def test_t_quantiles_and_intervals():
+    assert t975(1) == pytest.approx(12.706, abs=1e-3) and t975(20) == pytest.approx(2.086, abs=1e-3)
+    assert t975(120) == pytest.approx(1.980, abs=1e-3)
+    assert mean_interval([1.0]).half != mean_interval([1.0]).half  # NaN from one value
+    assert mean_interval([None, math.nan]) is None

@@ -17,6 +17,12 @@ from ntklab.experiment import run_experiment
 from conftest import compose_config, run_cli
 
 FAST = ["epochs=2", "model.width=8"]
+MLP = ["model=mlp"]
+TARGET = "model._target_"
+CUSTOM = ["model=custom"]
+DATA = ["data=custom"]
+LABELS = [*DATA, "data._target_=own_modules.labels"]  # 12 points in R³, 3 classes
+OWN = [*CUSTOM, f"{TARGET}=own_modules.ThreeOutputs", "loss=cross_entropy", *LABELS]
 
 # CSV files written into the test's folder; "{dir}" in an override is that folder.
 CSV = {
@@ -49,7 +55,7 @@ CASES = [
     ("n_zero", ["data.n=0"], "data.n=0: must be a positive integer", 2),
     ("d_zero", ["data.d=0"], "data.d=0: must be a positive integer", 2),
     ("epochs_negative", ["epochs=-1"], "epochs=-1: must be ≥ 0", 2),
-    ("seed_negative", ["seed=-3"], "seed=-3: must be an integer ≥ 0", 2),
+    ("seed_negative", ["seed=-3"], "seed=-3: must be an integer in [0, 4294967295]", 2),
     ("unknown_device", ["device=tpu"], "device='tpu': unknown; choose one of auto, cpu, cuda", 2),
     ("unknown_dtype", ["dtype=float16"], "dtype='float16': unknown", 2),
     ("factor_below_one", ["divergence_factor=0.5"], "divergence_factor=0.5: must be > 1", 2),
@@ -79,7 +85,7 @@ CASES = [
     ("patience_zero", ["optim.patience=0"], "optim.patience=0: must be a positive", 2),
     ("factor_above_one", ["optim.factor=10"], "optim.factor=10.0: must lie in (0, 1)", 2),
     ("decay_negative", ["optim.decay_epochs=-1"], "optim.decay_epochs=-1.0: must be", 2),
-    ("alpha_zero", ["model.alpha=0"], "model.alpha=0.0: must be a positive finite", 2),
+    ("alpha_zero", ["model.alpha=0"], "model.alpha=0.0: must lie in [1e-06, 1e+06]", 2),
     ("param_unknown", ["model.parameterization=mup"], "model.parameterization='mup'", 2),
     ("budget_zero", ["ntk.memory_budget_mb=0"], "ntk.memory_budget_mb=0.0: must be", 2),
     ("tol_zero", ["ntk.tol=0"], "ntk.tol=0.0: must lie in (0, 1)", 2),
@@ -90,6 +96,38 @@ CASES = [
     ("ntk_budget_text", ["ntk.budget=fast"], "full_key: ntk.budget", 1),
     ("max_iter_zero", ["ntk.max_iter=0"], "ntk.max_iter=0: must be a positive integer", 2),
     ("threads_zero", ["threads=0"], "threads=0: must be a positive integer", 2),
+    # deep MLPs, the user's own model and data, the loss
+    ("depth_zero", ["model=mlp", "model.depth=0"], "model.depth=0: must be a positive", 2),
+    ("depth_not_mlp", ["model.depth=3"], "model.depth=3: model=leaky_relu has no depth", 2),
+    ("activation_unknown", ["model=mlp", "model.activation=gelu"], "='gelu': unknown", 2),
+    ("activation_not_mlp", ["model.activation=tanh"], "model=leaky_relu has no activation", 2),
+    ("mlp_slope", [*MLP, "model.activation=leaky_relu", "model.negative_slope=2"], "=2.0: m", 2),
+    ("mlp_alpha", [*MLP, "model.alpha=2"], "model.alpha=2.0: is an option of model=leaky_r", 2),
+    ("mlp_train_output", [*MLP, "model.train_output=true"], "model.train_output=True: is", 2),
+    ("custom_no_target", CUSTOM, "model._target_=None: model=custom needs model._target_=", 2),
+    ("target_not_dotted", [*CUSTOM, "model._target_=N-et"], "must name an importable pkg.m", 2),
+    ("target_not_custom", ["model._target_=a.B"], "only model=custom takes a target", 2),
+    ("target_no_module", [*CUSTOM, "model._target_=nowhere.Net"], "no module named 'nowhere'", 2),
+    ("target_no_name", [*CUSTOM, "model._target_=torch.nn.Nope"], "torch.nn has no 'Nope'", 2),
+    ("target_no_d", [*CUSTOM, "model._target_=torch.nn.Linear"], "cannot be called with d=16", 2),
+    ("target_bad_kwarg", [*OWN, "+model.hidden=4"], "cannot be called with d=3, hidden=4", 2),
+    ("target_not_module", [*CUSTOM, f"{TARGET}=own_modules.NotAModule"], "not an nn.Module", 2),
+    ("extra_key", ["+model.hidden=3"], "model.hidden=3: model=leaky_relu takes no such key", 2),
+    ("custom_k_mse", [*CUSTOM, f"{TARGET}=own_modules.ThreeOutputs"], "k=3 outputs and loss", 2),
+    ("custom_batchnorm", [*CUSTOM, f"{TARGET}=own_modules.WithBatchNorm"], "BatchNorm1d in t", 2),
+    ("custom_structured", [*OWN, "ntk=structured"], "model=custom has no closed-form kernel", 2),
+    ("data_no_target", DATA, "data._target_=None: data=custom needs data._target_=pkg", 2),
+    ("data_ragged", [*DATA, "data._target_=own_modules.ragged"], "X (5, 3) and y (4,); need", 2),
+    ("data_not_pair", [*DATA, "data._target_=own_modules.not_a_pair"], "not a pair (X, y)", 2),
+    ("data_nan", [*DATA, "data._target_=own_modules.with_nan"], "X or y holds NaN", 2),
+    ("data_bad_kwarg", [*LABELS, "+data.seed=1"], "cannot be called with seed=1", 2),
+    ("data_n_mismatch", [*LABELS, "data.n=7"], "data.n=7: data=custom has n=12; leave", 2),
+    ("digits_n", ["data=digits", "data.n=2000"], "data.n=2000: data=digits has 1797 samp", 2),
+    ("loss_unknown", ["loss=hinge"], "loss='hinge': unknown; choose one of cross_entropy, mse", 2),
+    ("ce_one_output", ["loss=cross_entropy"], "loss='cross_entropy': needs one output per", 2),
+    ("ce_ntvp", [*MLP, "loss=cross_entropy", "ntk=ntvp"], "ntk.method='ntvp': loss=cross_", 2),
+    ("ce_real_targets", [*MLP, "loss=cross_entropy"], "data=sphere gives targets that are", 2),
+    ("ce_budget", [*MLP, *LABELS, "loss=cross_entropy", "ntk.memory_budget_mb=0.01"], "=0.01", 2),
 ]
 
 
