@@ -73,3 +73,23 @@ def test_the_fast_histogram_is_add_histograms_event(tmp_path) -> None:
         read.append((event.step, event.histogram_value))
     assert read[0] == read[1]
     assert read[0][1].num == 123 and len(read[0][1].bucket) > 10
+
+
+def test_an_epochs_scalars_read_back_as_add_scalar_writes_them(tmp_path) -> None:
+    metrics = {"loss/train": 0.25, "ntk/lambda_min": 1e-3, "pl/ratio": math.inf}
+    ours = RunLogger(RunFolder(tmp_path / "ours"))
+    for step in (0, 3):
+        ours.log(step, metrics)
+    ours.close()
+    theirs = RunLogger(RunFolder(tmp_path / "theirs"))
+    for step in (0, 3):
+        for tag, value in {**metrics, **log10_tags(metrics)}.items():
+            theirs.writer.add_scalar(tag, value, global_step=step)
+    theirs.close()
+    read = []
+    for name in ("ours", "theirs"):
+        acc = EventAccumulator(str(tmp_path / name / "tb"))
+        acc.Reload()
+        tags = sorted(acc.Tags()["scalars"])
+        read.append({t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags})
+    assert read[0] == read[1] and "loss/log10_train" in read[0]
