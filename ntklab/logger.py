@@ -173,20 +173,26 @@ class RunLogger:
         self._bins: np.ndarray | None = None  # the histograms' bucket edges
         self._jsonl = open(folder.metrics, "a", encoding="utf-8")
 
-    def log(self, step: int, metrics: dict[str, float]) -> None:
+    def log(
+        self,
+        step: int,
+        metrics: dict[str, float],
+        histograms: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         """The epoch's scalars, then the log10 of those in LOG10_TAGS (after every other tag, so
-        the record's other keys keep their order)."""
+        the record's other keys keep their order); `histograms` {tag: values} go to TensorBoard
+        only, in the same event (each as `log_histogram` writes it)."""
         record: dict[str, float | int | None] = {"step": int(step)}
         metrics = {**metrics, **log10_tags(metrics)}
-        values = []
+        values = [self._histogram(tag, v).value[0] for tag, v in (histograms or {}).items()]
         for tag, value in metrics.items():
             value = float(value)
             values.append(Summary.Value(tag=tag, simple_value=value))
             # JSON has no NaN/inf: write null, TensorBoard keeps the float.
             record[tag] = value if math.isfinite(value) else None
-        # One event holding every scalar of the epoch (what add_scalar writes one event per
-        # tag for): the writer's queue and lock cost about 25 µs per event, most of a small
-        # run's logging time.
+        # One event holding every scalar and histogram of the epoch (add_scalar writes one
+        # event per tag): the writer's queue and lock cost about 25 µs per event, most of a
+        # small run's logging time.
         self.writer._get_file_writer().add_summary(Summary(value=values), int(step))
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
@@ -196,10 +202,12 @@ class RunLogger:
         """A TensorBoard histogram of `values` at `step` (not in metrics.jsonl: not a scalar).
         The event add_histogram writes, with its bucket edges kept as an array: numpy would
         otherwise convert the list of 1549 edges on every call, most of the cost."""
+        self.writer._get_file_writer().add_summary(self._histogram(tag, values), step)
+
+    def _histogram(self, tag: str, values: torch.Tensor) -> Summary:
         if self._bins is None:
             self._bins = np.asarray(self.writer.default_bins, dtype=float)
-        summary = histogram_summary(tag, values.detach().cpu().numpy(), self._bins)
-        self.writer._get_file_writer().add_summary(summary, step)
+        return histogram_summary(tag, values.detach().cpu().numpy(), self._bins)
 
     def set_layout(self, layout: dict[str, dict[str, list[object]]] = LAYOUT) -> None:
         """TensorBoard's custom-scalars layout {category: {chart: ["Multiline", [tag regexes]]}}."""

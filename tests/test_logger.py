@@ -62,16 +62,19 @@ def test_the_fast_histogram_is_add_histograms_event(tmp_path) -> None:
     ours = RunLogger(RunFolder(tmp_path / "ours"))
     ours.log_histogram("ntk/log10_spectrum", values, 4)
     ours.close()
+    with_scalars = RunLogger(RunFolder(tmp_path / "with_scalars"))  # one event, as LogWriter
+    with_scalars.log(4, {"loss/train": 0.5}, {"ntk/log10_spectrum": values})
+    with_scalars.close()
     theirs = RunLogger(RunFolder(tmp_path / "theirs"))
     theirs.writer.add_histogram("ntk/log10_spectrum", values.numpy(), global_step=4)
     theirs.close()
     read = []
-    for name in ("ours", "theirs"):
+    for name in ("ours", "with_scalars", "theirs"):
         acc = EventAccumulator(str(tmp_path / name / "tb"))
         acc.Reload()
         (event,) = acc.Histograms("ntk/log10_spectrum")
         read.append((event.step, event.histogram_value))
-    assert read[0] == read[1]
+    assert read[0] == read[1] == read[2]
     assert read[0][1].num == 123 and len(read[0][1].bucket) > 10
 
 
