@@ -77,7 +77,7 @@ class NTKConfig:
     every: int = 1  # track every N epochs (always epoch 0 and the last); 0 turns tracking off
     budget: Optional[float] = None  # fraction of training time tracking may use; null: no cap
     memory_budget_mb: float = 2048.0  # auto: dense when K and its eigvalsh fit in this
-    tol: float = 1e-4  # ntvp: Lanczos stops at ‖K x − θ x‖ ≤ tol·|θ|
+    tol: float = 1e-4  # ntvp: the eigensolver stops at ‖K x − θ x‖ ≤ tol·|θ|
     max_iter: int = 500  # ntvp: at most this many products K u per eigenvalue
 
 
