@@ -3,8 +3,8 @@ the tracker runs it: int8 fast products, exact certification, the feature precon
 λ_min) on NTKs and synthetic kernels, against float64 `eigvalsh` of the same matrix, as a
 Markdown table. Plain script; exits 0.
 
-    python benchmarks/eig_bounds.py            # n ≈ 1000: about a minute on 2 cores
-    python benchmarks/eig_bounds.py --quick    # n = 200
+    python benchmarks/eig_bounds.py            # n = 1024 (the clustered kernels take longest)
+    python benchmarks/eig_bounds.py --quick    # n = 200, about a minute
 
 Columns: the true error |θ − λ| against eigvalsh, the reported bound (`ExtremeEig.error`,
 r or r²/gap) and the residual r; `covered` is error ≤ bound + the reference's own round-off
