@@ -10,10 +10,11 @@ basis is full it restarts from the Ritz vectors nearest the wanted end.
 
 Products may come in two precisions: `fast` while iterating, then the answer and the Ritz
 vector next to it are recomputed with exact products, and their residuals, from those, are
-what is reported and tested against `tol`. The first block gets both products, which
-measures the fast products' error; a fast residual within a few times of it ends the fast
-iterations, and if the exact check then misses `tol`, the solve goes on with exact products
-from the Ritz vectors it has.
+what is reported and tested against `tol`. The first block gets exact products, and its
+first two columns fast ones too, which measure the fast products' error; a fast residual
+within a few times of it ends the fast iterations, and if the exact check then misses `tol`,
+the solve goes on with exact products from the Ritz vectors it has. A solve that ends on its
+first block (a warm start often does) is certified by that block's exact products alone.
 """
 
 from __future__ import annotations
@@ -122,12 +123,17 @@ def _first_basis(apply: Operator, n: int, v0, precond, device, seed, capacity) -
     return basis
 
 
+PROBE_COLUMNS = 2  # first-block columns whose fast products measure the fast products' error
+
+
 def _fast_error(fast: Operator | None, basis: _Basis) -> float:
-    """How far the fast products of the first (unit) basis vectors fall from their exact ones:
-    a residual below a few times this is the fast products' noise, not convergence."""
+    """How far the fast products of the first (unit) basis vectors, `PROBE_COLUMNS` of them,
+    fall from their exact ones: a residual below a few times this is the fast products'
+    noise, not convergence. (A warm start's whole block would cost as many products again.)"""
     if fast is None:
         return 0.0
-    return float((fast(basis.V).to(F64) - basis.AV).norm(dim=0).max())
+    k = min(PROBE_COLUMNS, basis.s)
+    return float((fast(basis.V[:, :k]).to(F64) - basis.AV[:, :k]).norm(dim=0).max())
 
 
 def _checked(basis: _Basis, C, theta, exact: Operator | None):
@@ -179,14 +185,16 @@ def davidson(
     max_basis = max(keep + 1, min(max_basis, n))
     basis = _first_basis(apply, n, v0, precond, device, seed, max_basis)
     noise = NOISE_FACTOR * _fast_error(fast, basis)
-    step, products = fast or apply, basis.s * (2 if fast else 1)
+    step = fast or apply
+    products = basis.s + (min(PROBE_COLUMNS, basis.s) if fast else 0)
+    inexact = False  # whether a fast product is in the basis (the first block's are exact)
     C_prev = None  # the previous step's Ritz coefficients, for restarts
     while True:
         theta, C = basis.ritz(largest)
         r = basis.AV @ C[:, 0] - theta[0] * (basis.V @ C[:, 0])
-        small = float(r.norm()) <= max(tol * abs(float(theta[0])), noise if step is fast else 0)
+        small = float(r.norm()) <= max(tol * abs(float(theta[0])), noise if inexact else 0)
         if small or products >= max_iter or basis.s >= n:
-            th, res_k, spent = _checked(basis, C, theta, None if step is apply else apply)
+            th, res_k, spent = _checked(basis, C, theta, apply if inexact else None)
             products += spent
             converged = float(res_k[0]) <= tol * abs(float(th[0]))
             if converged or step is apply or products >= max_iter:
@@ -196,6 +204,7 @@ def davidson(
             X = basis.V @ C[:, :keep]
             step, basis = apply, _Basis(X, apply(X).to(F64), max_basis)
             products += X.shape[1]
+            inexact = False
             continue
         if basis.full:
             basis.restart(C, keep, C_prev)
@@ -203,6 +212,7 @@ def davidson(
         W = _direction(r, precond, basis, seed + products)
         basis.extend(W, step(W).to(F64))
         products += W.shape[1]
+        inexact = inexact or step is not apply
 
 
 def _result(basis, C, theta, res, products, converged, keep, gap) -> ExtremeEig:

@@ -130,8 +130,8 @@ def test_a_warm_start_from_the_last_ritz_vectors_converges_at_once() -> None:
     op, K, X = ntk()
     cold = davidson(op, 150, largest=False, tol=1e-8, fast=op.fast)
     warm = davidson(op, 150, largest=False, tol=1e-6, fast=op.fast, v0=cold.block)
-    # the block's products (fast and exact, to measure the fast ones) and the two that certify
-    assert warm.converged and warm.iterations <= 2 * 8 + 2
+    # the block's exact products (they certify it too) and two fast ones, their error
+    assert warm.converged and warm.iterations <= 8 + 2
     assert warm.value == pytest.approx(cold.value, rel=1e-6)
 
 
