@@ -27,7 +27,7 @@ import torch
 from ntklab.models import OneHiddenLayer
 from ntklab.ntk import jacobian_ntk
 from ntklab.spectrum import lanczos
-from ntklab.structured import StructuredOperator, structured_ntk
+from ntklab.structured import StructuredOperator, count_matmul, pattern, structured_ntk
 
 GiB = 2**30
 
@@ -89,6 +89,20 @@ def case_vs_matmul(a: argparse.Namespace) -> dict:
     return row(f"dense K vs one (n×m)@(m×n) f32 matmul, n={n} d={d} m={m}", t, tb, peak, note)
 
 
+def case_vs_int8(a: argparse.Namespace) -> dict:
+    """The whole kernel against its own heavy step alone: the int8 co-activation product
+    B Bᵀ of the (precomputed) activation pattern, the floor of this route."""
+    n, d, m = (512, 16, 1024) if a.quick else (2048, 64, 4096)
+    X, model = problem(n, d, m, a.device)
+    W, v = model.W.detach(), model.v
+    t = median_time(lambda: structured_ntk(X, W, v, 0.1), a.repeats, a.device)
+    peak = peak_bytes(a.device)
+    B = pattern(X, W)
+    tb = median_time(lambda: count_matmul(B, B.T), max(a.repeats, 5), a.device)
+    note = "target ≤2×; baseline: count_matmul(B, Bᵀ), B the int8 pattern (n, m)"
+    return row(f"dense K vs its int8 product B Bᵀ alone, n={n} d={d} m={m}", t, tb, peak, note)
+
+
 def train_epoch_child(a: argparse.Namespace, every: int) -> dict:
     """One epoch of the default experiment at the wide size, in a fresh process."""
     n, d, m = (512, 32, 8192) if a.quick else (2048, 128, 65536)
@@ -143,6 +157,78 @@ def case_validate(a: argparse.Namespace) -> dict:
     )
 
 
+def cli_run(overrides: list[str]) -> dict:
+    """One `ntklab` command (Hydra start-up and all) in a temporary run folder: its wall time
+    and its epoch-0 record."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "ntklab", *overrides, f"hydra.run.dir={tmp}/run"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        t = time.perf_counter() - t0
+        if proc.returncode != 0:
+            return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+        with open(f"{tmp}/run/metrics.jsonl", encoding="utf-8") as f:
+            record = json.loads(f.readline())
+    return {"time": t, "record": record}
+
+
+def thread_overrides(a: argparse.Namespace) -> list[str]:
+    return [f"threads={a.threads}"] if a.threads else []
+
+
+def cli_sizes(a: argparse.Namespace, n: int, d: int, m: int) -> list[str]:
+    return [
+        f"data.n={n}", f"data.d={d}", f"model.width={m}", "epochs=0", f"device={a.device}",
+        *thread_overrides(a),
+    ]  # fmt: skip
+
+
+def case_cli_spectra(a: argparse.Namespace) -> dict:
+    """λ_min and λ_max of K_0 through the CLI: matrix-free (`ntk=ntvp ntk.tol=…`) against the
+    dense route (`ntk=structured`), the commands alternated, medians of `--cli-repeats`."""
+    n, d, m = (1024, 32, 1024) if a.quick else (8192, 64, 4096)
+    sizes = cli_sizes(a, n, d, m)
+    free, dense = [], []
+    for _ in range(a.cli_repeats):
+        free.append(cli_run(["ntk=ntvp", f"ntk.tol={a.tol}", f"ntk.max_iter={a.max_iter}", *sizes]))
+        dense.append(cli_run(["ntk=structured", *sizes]))
+    bad = [r["error"] for r in free + dense if "error" in r]
+    if bad:
+        return {"error": bad[0]}
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    f, g = free[-1]["record"], dense[-1]["record"]
+    e_min = abs(f["ntk/lambda_min"] - g["ntk/lambda_min"]) / g["ntk/lambda_min"]
+    e_max = abs(f["ntk/lambda_max"] - g["ntk/lambda_max"]) / g["ntk/lambda_max"]
+    note = (
+        f"whole commands, {a.cli_repeats} each, alternated; rel. difference λ_min {e_min:.1e}, "
+        f"λ_max {e_max:.1e}; bounds λ_min ± {f['ntk/lambda_min_err']:.1e}, λ_max ± "
+        f"{f['ntk/lambda_max_err']:.1e}; {f['ntk/eig_iterations']:.0f} products at epoch 0; "
+        f"converged {bool(f['ntk/eig_converged'])}; times {[round(r['time'], 1) for r in free]} "
+        f"vs {[round(r['time'], 1) for r in dense]} s"
+    )
+    t = statistics.median(r["time"] for r in free)
+    tb = statistics.median(r["time"] for r in dense)
+    return row(f"CLI epochs=0: ntk=ntvp vs ntk=structured, n={n} d={d} m={m}", t, tb, peak, note)
+
+
+def case_cli_large_n(a: argparse.Namespace) -> dict:
+    """The same matrix-free command where no dense kernel fits (10 GB in float32)."""
+    n, d, m = (4096, 32, 1024) if a.quick else (50000, 64, 4096)
+    r = cli_run(["ntk=ntvp", f"ntk.tol={a.tol}", f"ntk.max_iter={a.max_iter}",
+                 *cli_sizes(a, n, d, m)])  # fmt: skip
+    if "error" in r:
+        return {"error": r["error"]}
+    f = r["record"]
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    note = (
+        f"whole command, 1 run; λ_min {f['ntk/lambda_min']:.6g} ± {f['ntk/lambda_min_err']:.1e}, "
+        f"λ_max {f['ntk/lambda_max']:.6g} ± {f['ntk/lambda_max_err']:.1e}; "
+        f"{f['ntk/eig_iterations']:.0f} products at epoch 0; converged "
+        f"{bool(f['ntk/eig_converged'])}; target ≤ 120 s, peak ≤ 4 GiB"
+    )
+    return row(f"CLI epochs=0: ntk=ntvp, n={n} d={d} m={m}", r["time"], math.nan, peak, note)
+
+
 def case_large_n(a: argparse.Namespace) -> dict:
     n, d, m = (4096, 32, 1024) if a.quick else (50000, 64, 4096)
     X, model = problem(n, d, m, a.device)
@@ -163,15 +249,15 @@ def case_large_n(a: argparse.Namespace) -> dict:
 
 
 def case_overhead(a: argparse.Namespace) -> dict:
-    on = [
-        run_child(["--train", json.dumps(["ntk.every=1", f"device={a.device}"])])["time"]
-        for _ in range(a.repeats)
-    ]
-    off = [
-        run_child(["--train", json.dumps(["ntk.every=0", f"device={a.device}"])])["time"]
-        for _ in range(a.repeats)
-    ]
-    note = "wall time of the training loop, default experiment (200 epochs, n=128, m=512)"
+    on, off = [], []
+    for _ in range(a.repeats):  # alternated, so both see the same machine load
+        for every, times in ((1, on), (0, off)):
+            overrides = [f"ntk.every={every}", f"device={a.device}", *thread_overrides(a)]
+            times.append(run_child(["--train", json.dumps(overrides)])["time"])
+    note = (
+        "wall time of the training loop, default experiment (200 epochs, n=128, m=512), "
+        f"{a.repeats} runs each alternated, threads={a.threads or 'default'}"
+    )
     return row(
         "default experiment: ntk.every=1 vs ntk.every=0",
         statistics.median(on),
@@ -184,10 +270,13 @@ def case_overhead(a: argparse.Namespace) -> dict:
 CASES: dict[str, Callable[[argparse.Namespace], dict]] = {
     "vs_jacobian": case_vs_jacobian,
     "vs_matmul": case_vs_matmul,
+    "vs_int8": case_vs_int8,
     "wide_epoch": case_wide_epoch,
     "validate": case_validate,
     "large_n": case_large_n,
     "overhead": case_overhead,
+    "cli_spectra": case_cli_spectra,
+    "cli_large_n": case_cli_large_n,
 }
 
 
@@ -259,6 +348,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--baseline-repeats", type=int, default=3, help="timed runs of slow baselines")
     p.add_argument("--tol", type=float, default=1e-4, help="Lanczos relative residual")
     p.add_argument("--max-iter", type=int, default=600, help="Lanczos products per eigenvalue")
+    p.add_argument("--cli-repeats", type=int, default=3, help="runs of each cli_spectra command")
+    p.add_argument(
+        "--threads", type=int, default=0, help="threads=N for the runs (0: torch's default)"
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--train", help=argparse.SUPPRESS)
     return p.parse_args()
@@ -270,6 +363,8 @@ def main() -> int:
         print(json.dumps(train_once(json.loads(a.train))))
         return 0
     if a.child is not None:
+        if a.threads:
+            torch.set_num_threads(a.threads)
         torch.manual_seed(0)
         print(json.dumps(CASES[a.child](a)))
         return 0
@@ -284,6 +379,10 @@ def main() -> int:
         str(a.baseline_repeats),
         "--max-iter",
         str(a.max_iter),
+        "--cli-repeats",
+        str(a.cli_repeats),
+        "--threads",
+        str(a.threads),
     ]
     CHILD_ARGS.extend(["--quick"] if a.quick else [])
     print_header()

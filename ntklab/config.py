@@ -80,8 +80,9 @@ class OptimConfig:
 class NTKConfig:
     method: str = "structured"  # structured | jacobian | ntvp (matrix-free) | auto
     every: int = 1  # track every N epochs (always epoch 0 and the last); 0 turns tracking off
+    budget: Optional[float] = None  # fraction of training time tracking may use; null: no cap
     memory_budget_mb: float = 2048.0  # auto: dense when K and its eigvalsh fit in this
-    tol: float = 1e-4  # ntvp: Lanczos stops at ‖K x − θ x‖ ≤ tol·|θ|
+    tol: float = 1e-4  # ntvp: the eigensolver stops at ‖K x − θ x‖ ≤ tol·|θ|
     max_iter: int = 500  # ntvp: at most this many products K u per eigenvalue
 
 
@@ -321,6 +322,8 @@ def _validate_ntk(ntk: NTKConfig) -> None:
     _choice("ntk.method", ntk.method, [m.value for m in Method])
     if ntk.every < 0:
         _fail("ntk.every", ntk.every, "must be ≥ 0 (0 turns NTK tracking off)")
+    if ntk.budget is not None and not 0 < ntk.budget < 1:
+        _fail("ntk.budget", ntk.budget, "must lie in (0, 1), e.g. 0.2, or be null (no cap)")
     if not ntk.memory_budget_mb > 0:
         _fail("ntk.memory_budget_mb", ntk.memory_budget_mb, "must be a positive number")
     if not 0 < ntk.tol < 1:

@@ -94,11 +94,11 @@ class LogWriter(Callback):
         self.logger.set_layout()
 
     def on_epoch_end(self, state: TrainState) -> None:
+        histograms = {}
         if state.spectrum is not None:
-            self.logger.log_histogram(
-                "ntk/log10_spectrum", log10_spectrum(state.spectrum.eigenvalues), state.epoch
-            )
-        self.logger.log(state.epoch, state.metrics)
+            with state.measuring():
+                histograms["ntk/log10_spectrum"] = log10_spectrum(state.spectrum.eigenvalues)
+        self.logger.log(state.epoch, state.metrics, histograms)
 
     def on_train_end(self, state: TrainState) -> None:
         self.logger.writer.flush()

@@ -29,11 +29,21 @@ from ntklab.theory import (
 from ntklab.train import Callback, TrainState
 
 
+def unit(K: torch.Tensor) -> torch.Tensor:
+    """K / ‖K‖_F in float64: (n, n)."""
+    K = K.to(torch.float64)
+    return K / K.norm()
+
+
 def kernel_distance(A: torch.Tensor, B: torch.Tensor) -> float:
     """1 − ⟨A, B⟩_F / (‖A‖_F ‖B‖_F) for A, B (n, n), evaluated as ½‖A/‖A‖ − B/‖B‖‖²_F (the same
     number, without the cancellation of 1 − cos when the kernels are close)."""
-    A, B = A.to(torch.float64), B.to(torch.float64)
-    return 0.5 * float((A / A.norm() - B / B.norm()).pow(2).sum())
+    return unit_distance(unit(A), unit(B))
+
+
+def unit_distance(U: torch.Tensor, V: torch.Tensor) -> float:
+    """kernel_distance of two kernels given as `unit(A)`, `unit(B)`."""
+    return 0.5 * float((U - V).pow(2).sum())
 
 
 def alignment(K: torch.Tensor, y: torch.Tensor) -> float:
@@ -142,18 +152,35 @@ class KernelGeometry(Callback):
     epoch, ‖K_t − K_{t−1}‖_F / ‖K_0‖_F, from the K_{t−1} that measurements.KernelStep puts on the
     state: one epoch whatever ntk.every is, so it does not depend on how often the kernel is
     tracked) and ntk/alignment (with the targets, or with the classes of integer labels; not
-    logged without targets)."""
+    logged without targets).
+
+    K_0 is normalised once per process and its norm kept (the same numbers, bit for bit, as
+    computing them again at every tracked epoch)."""
+
+    def __init__(self) -> None:
+        self._K0: torch.Tensor | None = None  # the K_0 that `_unit0`, `_norm0` belong to
+        self._unit0: torch.Tensor | None = None
+        self._norm0: torch.Tensor | None = None
 
     def on_epoch_end(self, state: TrainState) -> None:
         if state.K is None:
             return
+        with state.measuring():
+            self._measure(state)
+
+    def _measure(self, state: TrainState) -> None:
         K = state.K
-        state.metrics["ntk/kernel_distance"] = kernel_distance(K, state.K0)
+        if self._K0 is not state.K0:
+            K0 = state.K0.to(torch.float64)
+            self._K0, self._norm0 = state.K0, K0.norm()
+            self._unit0 = K0 / self._norm0
+        U = unit(K)
+        state.metrics["ntk/kernel_distance"] = unit_distance(U, self._unit0)
         if state.y is not None:
             state.metrics["ntk/alignment"] = target_alignment(K, state.y)
         if state.K_before is not None:
             step = (K.to(torch.float64) - state.K_before.to(torch.float64)).norm()
-            state.metrics["ntk/velocity"] = float(step / state.K0.to(torch.float64).norm())
+            state.metrics["ntk/velocity"] = float(step / self._norm0)
 
 
 class LinearOptimum(Callback):
@@ -336,13 +363,14 @@ class InfiniteWidth(Callback):
     """ntk/lambda_min_inf = λ_min(K∞) on tracked epochs (dense or matrix-free) and, where K_t is
     formed, ntk/dist_to_inf = ‖K_t − K∞‖_F / ‖K∞‖_F. K∞ (`infinite_width_kernel`, with the net's
     options) is computed once, for the nets where it has a closed form and where it and its
-    eigvalsh fit `budget_bytes`. Its λ_min is resolved (ntk/lambda_min_inf_resolved = 1) when it
-    exceeds n · eps · λ_max(K∞); below that it is zero to working precision and logged as
-    max(λ_min, 0), the rule ntk/lambda_min follows."""
+    eigvalsh fit `budget_bytes`; its norm is kept. Its λ_min is resolved
+    (ntk/lambda_min_inf_resolved = 1) when it exceeds n · eps · λ_max(K∞); below that it is
+    zero to working precision and logged as max(λ_min, 0), the rule ntk/lambda_min follows."""
 
     def __init__(self, budget_bytes: float = float("inf")) -> None:
         self.budget = budget_bytes
         self.K_inf: torch.Tensor | None = None
+        self.K_inf_norm: torch.Tensor | None = None
         self.spectrum: Spectrum | None = None
 
     def on_train_start(self, state: TrainState) -> None:
@@ -350,6 +378,7 @@ class InfiniteWidth(Callback):
             self.K_inf = infinite_width_kernel(state.model, state.X)
         if self.K_inf is not None:
             self.spectrum = dense_spectrum(self.K_inf)
+            self.K_inf_norm = self.K_inf.norm()
 
     def on_epoch_end(self, state: TrainState) -> None:
         if self.spectrum is None or "ntk/lambda_min" not in state.metrics:
@@ -359,5 +388,6 @@ class InfiniteWidth(Callback):
         lam = self.spectrum.lambda_min
         state.metrics["ntk/lambda_min_inf"] = lam if resolved else max(lam, 0.0)
         if state.K is not None:
-            diff = state.K.to(torch.float64) - self.K_inf
-            state.metrics["ntk/dist_to_inf"] = float(diff.norm() / self.K_inf.norm())
+            with state.measuring():
+                diff = state.K.to(torch.float64) - self.K_inf
+                state.metrics["ntk/dist_to_inf"] = float(diff.norm() / self.K_inf_norm)

@@ -82,6 +82,7 @@ def make_callbacks(
         initial=initial,
         output=problem.output,
         pl=pl,
+        budget=ntk.budget,
     )
     opt = cfg.optim
     full_batch_gd = opt.name == "gd" and opt.momentum == 0
@@ -91,7 +92,7 @@ def make_callbacks(
     measuring: list[Callback] = [
         WeightMetrics(pl),
         tracker,
-        KernelStep(problem.method, ntk.every, problem.output),
+        KernelStep(problem.method, ntk.every, problem.output, ntk.budget),
         *outputs,
         RateDiagnostics(full_batch_gd and pl, theory_step=theory_step, mse=pl),
         *([LinearOptimum()] if cfg.loss == "mse" and opt.weight_decay == 0 else []),

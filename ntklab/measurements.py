@@ -11,10 +11,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ntklab.budget import TrackingSchedule
+from ntklab.davidson import davidson
 from ntklab.losses import accuracy
 from ntklab.models import MLP, OneHiddenLayer, output_scale
 from ntklab.ntk import Method, empirical_ntk, full_matrix, ntk_operator, output_trace
-from ntklab.spectrum import ExtremeEig, Spectrum, dense_spectrum, lanczos
+from ntklab.precondition import FeatureDeflation
+from ntklab.spectrum import ExtremeEig, Spectrum, dense_spectrum
 from ntklab.theory import pl_mu
 from ntklab.train import Callback, TrainState
 
@@ -139,19 +142,32 @@ class InitialKernel:
     """K_0 measured once at start-up: its λ_max sets the theory step, and the tracker's epoch-0
     record reuses it. Dense methods keep K_0 and its spectrum (for k outputs tracked in full,
     K_0 is the trace, and the full kernel and its spectrum are kept beside it); the matrix-free
-    one keeps λ_max's eigenvector, the next solve's warm start."""
+    one keeps the Ritz vectors of λ_max, the next solve's warm start."""
 
     lambda_max: float
     K: torch.Tensor | None = None  # (n, n)
     spectrum: Spectrum | None = None
-    vector: torch.Tensor | None = None  # (n,)
+    vector: torch.Tensor | None = None  # (n, b): b Ritz vectors
     K_full: torch.Tensor | None = None  # (n, n, k, k)
     full: Spectrum | None = None  # of the (n·k, n·k) matrix of K_full's blocks
 
 
-def _lanczos(apply, X: torch.Tensor, largest: bool, tol: float, max_iter: int, v0=None):
-    return lanczos(
-        apply, X.shape[0], largest=largest, tol=tol, max_iter=max_iter, v0=v0, device=X.device
+def extreme_eig(
+    op, X: torch.Tensor, largest: bool, tol: float, max_iter: int, v0=None, precond=None
+) -> ExtremeEig:
+    """λ_max or λ_min of the kernel behind `op` (u ↦ K u on X's n points) by the Davidson
+    solver: the operator's fast products while iterating where it has them, exact ones to
+    certify; `precond` steers the search for λ_min."""
+    return davidson(
+        op,
+        X.shape[0],
+        largest=largest,
+        tol=tol,
+        max_iter=max_iter,
+        v0=v0,
+        precond=precond,
+        fast=getattr(op, "fast", None),
+        device=X.device,
     )
 
 
@@ -164,11 +180,11 @@ def initial_kernel(
     max_iter: int = 500,
     output: str | None = None,
 ) -> InitialKernel:
-    """K_0 of `model` on X by `method` (resolved: not "auto"); `tol`, `max_iter` for Lanczos;
-    `output="full"` for a model with k outputs (dense methods only)."""
+    """K_0 of `model` on X by `method` (resolved: not "auto"); `tol`, `max_iter` for the
+    matrix-free solver; `output="full"` for a model with k outputs (dense methods only)."""
     if method.matrix_free:
-        top = _lanczos(ntk_operator(model, X), X, True, tol, max_iter)
-        return InitialKernel(top.value, vector=top.vector)
+        top = extreme_eig(ntk_operator(model, X), X, True, tol, max_iter)
+        return InitialKernel(top.value, vector=top.block)
     K = empirical_ntk(model, X, method=method, output=output)
     K_full = full = None
     if K.ndim == 4:
@@ -179,18 +195,19 @@ def initial_kernel(
 
 
 class NTKTracker(Callback):
-    """K_t = JᵀJ every `every` epochs (and always at epoch 0 and the last epoch): its extreme
-    eigenvalues in float64, its relative change from K_0 and the PL constant μ_t.
+    """K_t = JᵀJ every `every` epochs, or as often as a time `budget` allows (always at epoch 0
+    and the last epoch; budget.TrackingSchedule): its extreme eigenvalues in float64, its
+    relative change from K_0 and the PL constant μ_t; with a budget, the realised fraction.
 
     `method` is resolved (not "auto"). Dense methods form K and share it on the train state
-    (state.K, state.K0, state.spectrum); "ntvp" never forms it: λ_max and λ_min come from
-    Lanczos on u ↦ K u (tolerance `tol` on the relative residual, at most `max_iter` products,
-    warm-started from the previous tracked epoch's eigenvectors), and ntk/rel_change is not
-    logged (it needs K_t − K_0). `initial` is K_0 as measured at start-up, reused at epoch 0.
-    `output="full"` (a model with k outputs, dense methods) tracks the trace kernel and puts
-    the full (n, n, k, k) one on the state (state.K_full); `pl=False` leaves out pl/mu (a loss
-    other than the MSE).
-    """
+    (state.K, state.K0, state.spectrum); "ntvp" never forms it: λ_max and λ_min come from the
+    Davidson solver on u ↦ K u (tolerance `tol` on the relative residual, at most `max_iter`
+    products, warm-started from the previous tracked epoch's Ritz vectors, λ_min's search
+    steered by the inputs' polynomial features), each with its error bound, and
+    ntk/rel_change is not logged (it needs K_t − K_0). `initial` is K_0 as measured at
+    start-up, reused at epoch 0. `output="full"` (a model with k outputs, dense methods)
+    tracks the trace kernel and puts the full (n, n, k, k) one on the state (state.K_full);
+    `pl=False` leaves out pl/mu (a loss other than the MSE)."""
 
     def __init__(
         self,
@@ -202,10 +219,11 @@ class NTKTracker(Callback):
         initial: InitialKernel | None = None,
         output: str | None = None,
         pl: bool = True,
+        budget: float | None = None,
     ) -> None:
         self.method = Method(method)
         self.output, self.pl = output, bool(pl)
-        self.every = int(every)
+        self.schedule = TrackingSchedule(every, budget)
         self.tol, self.max_iter = float(tol), int(max_iter)
         self.K0: torch.Tensor | None = None
         self.vectors: dict[str, torch.Tensor] = {}  # warm starts: "max", "min"
@@ -213,16 +231,11 @@ class NTKTracker(Callback):
             self.vectors["max"] = initial.vector
         self.initial = initial
         self.last: dict[str, float] = {}
-
-    def due(self, state: TrainState) -> bool:
-        if self.every <= 0:
-            return False
-        return (
-            state.epoch % self.every == 0 or state.epoch == state.epochs or state.stop is not None
-        )
+        self.precond: FeatureDeflation | None = None  # λ_min's, built at its first solve
+        self.alpha: float | None = None  # its calibration, when restored from a checkpoint
 
     def on_train_start(self, state: TrainState) -> None:
-        if self.method.matrix_free and self.every > 0:
+        if self.method.matrix_free and self.schedule.active:
             warnings.warn(
                 f"ntk.method={self.method}: K is never formed, so ntk/rel_change "
                 "(‖K_t − K_0‖_F / ‖K_0‖_F) is not logged",
@@ -230,9 +243,10 @@ class NTKTracker(Callback):
             )
 
     def on_epoch_end(self, state: TrainState) -> None:
-        if not self.due(state):
+        if not self.schedule.due(state):
             return
-        metrics = self._matrix_free(state) if self.method.matrix_free else self._dense(state)
+        with state.measuring():
+            metrics = self._matrix_free(state) if self.method.matrix_free else self._dense(state)
         # Below its round-off floor λ_min is zero to working precision: K is positive
         # semi-definite, so it is logged as max(λ_min, 0), never as a negative eigenvalue, and
         # ntk/lambda_min_resolved = 0 says so. μ and κ are then not logged at all.
@@ -243,6 +257,8 @@ class NTKTracker(Callback):
             metrics["ntk/condition_number"] = metrics["ntk/lambda_max"] / metrics["ntk/lambda_min"]
         else:
             metrics["ntk/lambda_min"] = max(metrics["ntk/lambda_min"], 0.0)
+        if self.schedule.budget is not None:
+            metrics["ntk/tracking_fraction"] = self.schedule.fraction(state)
         state.metrics.update(metrics)
         self.last = metrics
 
@@ -267,20 +283,30 @@ class NTKTracker(Callback):
             "ntk/lambda_min_resolved": float(spec.resolved),
         }
 
-    def _solve(self, apply, X: torch.Tensor, largest: bool) -> ExtremeEig:
+    def _preconditioner(self, X: torch.Tensor) -> FeatureDeflation:
+        """λ_min's preconditioner: X is fixed, so one Gram matrix per run; its calibration
+        comes back from the checkpoint when a run resumes."""
+        if self.precond is None:
+            self.precond = FeatureDeflation(X)
+            if self.alpha is not None:
+                self.precond.calibrate_to(self.alpha)
+        return self.precond
+
+    def _solve(self, op, X: torch.Tensor, largest: bool) -> ExtremeEig:
         key = "max" if largest else "min"
-        eig = _lanczos(apply, X, largest, self.tol, self.max_iter, self.vectors.get(key))
-        self.vectors[key] = eig.vector
+        precond = None if largest else self._preconditioner(X)
+        eig = extreme_eig(op, X, largest, self.tol, self.max_iter, self.vectors.get(key), precond)
+        self.vectors[key] = eig.block
         return eig
 
     def _matrix_free(self, state: TrainState) -> dict[str, float]:
-        apply = ntk_operator(state.model, state.X)
-        top = self._solve(apply, state.X, largest=True)
-        bottom = self._solve(apply, state.X, largest=False)
+        op = ntk_operator(state.model, state.X)
+        top = self._solve(op, state.X, largest=True)
+        bottom = self._solve(op, state.X, largest=False)
         converged = top.converged and bottom.converged
         if not converged:
             warnings.warn(
-                f"epoch {state.epoch}: Lanczos did not reach ntk.tol={self.tol:g} in "
+                f"epoch {state.epoch}: the eigensolver did not reach ntk.tol={self.tol:g} in "
                 f"ntk.max_iter={self.max_iter} products (relative residuals "
                 f"{top.residual / abs(top.value):.2g} for λ_max, "
                 f"{bottom.residual / abs(bottom.value):.2g} for λ_min); "
@@ -291,6 +317,8 @@ class NTKTracker(Callback):
         return {
             "ntk/lambda_min": bottom.value,
             "ntk/lambda_max": top.value,
+            "ntk/lambda_min_err": max(bottom.error, floor),
+            "ntk/lambda_max_err": max(top.error, floor),
             "ntk/roundoff_floor": floor,
             "ntk/lambda_min_resolved": float(bottom.value > floor),
             "ntk/eig_converged": float(converged),
@@ -302,6 +330,7 @@ class NTKTracker(Callback):
             "method": self.method.value,
             "K0": self.K0,
             "last": dict(self.last),
+            "precond_alpha": None if self.precond is None else self.precond.alpha,
             **{f"v_{k}": v for k, v in self.vectors.items()},
         }
 
@@ -309,6 +338,7 @@ class NTKTracker(Callback):
         self.K0 = state.get("K0")
         self.last = dict(state.get("last", {}))
         self.vectors = {k[2:]: v for k, v in state.items() if k.startswith("v_") and v is not None}
+        self.alpha = state.get("precond_alpha")
 
 
 class FullKernel(Callback):
@@ -341,11 +371,17 @@ class KernelStep(Callback):
     (diagnostics.KernelGeometry): put on the state as state.K_before. With ntk.every = 1 it is
     the previous tracked kernel; otherwise the trained parameters of epoch t − 1 are kept (when
     t will be tracked) and the kernel is computed at them, one more kernel per tracked epoch. A
-    velocity measured over one epoch does not depend on how often the kernel is tracked. Dense
-    methods only; runs after the NTKTracker."""
+    velocity measured over one epoch does not depend on how often the kernel is tracked. With
+    a time `budget` (ntk.budget) whether t will be tracked is known only at t, so the parameters
+    are kept at every epoch that precedes one the tracker may measure and that was not itself
+    tracked; the extra kernel counts as tracking time. Dense methods only; runs after the
+    NTKTracker."""
 
-    def __init__(self, method: Method, every: int, output: str | None = None) -> None:
+    def __init__(
+        self, method: Method, every: int, output: str | None = None, budget: float | None = None
+    ) -> None:
         self.method, self.every, self.output = Method(method), int(every), output
+        self.budget = budget
         self.previous: torch.Tensor | None = None  # the last tracked K (every = 1)
         self.previous_epoch = -1
         self.snapshot: list[torch.Tensor] | None = None  # parameters of epoch t − 1
@@ -360,10 +396,12 @@ class KernelStep(Callback):
             if self.previous is not None and self.previous_epoch == state.epoch - 1:
                 state.K_before = self.previous
             elif self.snapshot is not None and self.snapshot_epoch == state.epoch - 1:
-                state.K_before = self._kernel_at(state, self.snapshot)
+                with state.measuring():
+                    state.K_before = self._kernel_at(state, self.snapshot)
             if self.every == 1:
                 self.previous, self.previous_epoch = state.K, state.epoch
-        keep = self.every > 1 and self._tracked(state.epoch + 1, state.epochs)
+        untracked = self.budget is not None and self.previous_epoch != state.epoch
+        keep = (self.every > 1 or untracked) and self._tracked(state.epoch + 1, state.epochs)
         self.snapshot = [p.detach().clone() for p in _trained(state.model)] if keep else None
         self.snapshot_epoch = state.epoch if keep else -1
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ntklab.autodiff import output_count
+from ntklab.control import log10_spectrum
 from ntklab.diagnostics import InfiniteWidth, KernelGeometry, RateDiagnostics
 from ntklab.logger import LAYOUT
 from ntklab.losses import LOSSES, PL_LOSSES
@@ -147,8 +148,9 @@ class NTKMonitor:
         for tag, value in self.state.metrics.items():
             self.writer.add_scalar(tag, float(value), global_step=epoch)
         if self.state.spectrum is not None:
-            spectrum = self.state.spectrum.eigenvalues.detach().cpu().numpy()
-            self.writer.add_histogram("ntk/spectrum", spectrum, global_step=epoch)
+            # the same histogram as a run's (control.LogWriter): log10 λ_i above the floor
+            spectrum = log10_spectrum(self.state.spectrum.eigenvalues).cpu().numpy()
+            self.writer.add_histogram("ntk/log10_spectrum", spectrum, global_step=epoch)
         self.writer.flush()
 
 

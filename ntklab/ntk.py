@@ -18,6 +18,7 @@ from ntklab.autodiff import (
     kernel_product,
     output_count,
 )
+from ntklab.fixedpoint import PatternOperator
 from ntklab.kernels import cross_model_ntk, model_ntk
 from ntklab.mlp_kernels import mlp_ntk
 from ntklab.models import MLP, OneHiddenLayer, PlainLinear, trains_only_W
@@ -36,10 +37,11 @@ class Method(str, Enum):
         The plain linear model's: X Xᵀ.
     JACOBIAN: per-sample Jacobians by `vmap(jacrev)`, then Σ_p J_p J_pᵀ. Any `nn.Module`, one
         output or k; O(n·k·p) memory for J (p trained parameters). The reference recipe.
-    NTVP: matrix-free. K is never formed during training: λ_max and λ_min come from Lanczos on
-        u ↦ K u (one VJP and one JVP for any model, two GEMMs through the neurons for a
-        OneHiddenLayer that trains only W). `empirical_ntk` assembles K column by column from
-        the same products, to check them. O(n·p) per product, O(n·iterations) memory.
+    NTVP: matrix-free. K is never formed during training: λ_max and λ_min come from a
+        Davidson solver on u ↦ K u (one VJP and one JVP for any model; for a OneHiddenLayer
+        that trains only W, two int8 products through its activation pattern). `empirical_ntk`
+        assembles K column by column from the same products, to check them. O(n·p) per
+        product, O(n·basis) memory.
     AUTO: STRUCTURED for the nets that have a closed form, else JACOBIAN; in a run (with a
         memory budget, `resolve_method`) NTVP where K and its float64 `eigvalsh` do not fit.
     """
@@ -73,9 +75,13 @@ def ntk_vector_product(model: nn.Module, X: torch.Tensor, u: torch.Tensor) -> to
 
 
 def ntk_operator(model: nn.Module, X: torch.Tensor, dtype: torch.dtype = torch.float64) -> Operator:
-    """u ↦ K u without forming K: the structured product for a OneHiddenLayer that trains only W
-    (products in `dtype`), else the generic VJP + JVP (in the model's dtype). u (n,) or (n, b)."""
+    """u ↦ K u without forming K, u (n,) or (n, b): for a OneHiddenLayer that trains only W, the
+    exact integer product through its activation pattern (a leaky ReLU: float64 results, and a
+    `fast` method) or the two-GEMM product in `dtype` (the linear net); else the generic VJP +
+    JVP (in the model's dtype)."""
     if trains_only_W(model):
+        if 0.0 <= model.negative_slope < 1.0:
+            return PatternOperator(X, model.W, model.v, model.negative_slope)
         return StructuredOperator(X, model.W, model.v, model.negative_slope, dtype=dtype)
 
     def generic(u: torch.Tensor) -> torch.Tensor:

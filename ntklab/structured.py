@@ -38,6 +38,7 @@ def exact_matmul() -> Iterator[None]:
 # least 1024 rows (each block product has a fixed cost that small blocks do not repay).
 SLAB_ELEMENTS = 2**24
 MIN_BLOCK = 1024
+PATTERN_ELEMENTS = 2**21  # pre-activations compared per block (8 MiB in float32)
 
 
 def default_chunk(n: int, m: int) -> int:
@@ -89,10 +90,19 @@ def upper_pairs(n: int, block: int) -> list[tuple[slice, slice]]:
     return [(I, J) for a, I in enumerate(blocks) for J in blocks[a:]]
 
 
-def symmetrize_upper(K: torch.Tensor) -> torch.Tensor:
-    """Fill K's lower triangle from its upper one, in place (whatever the lower one held)."""
-    lower = torch.triu(K, 1).T
-    return K.triu_().add_(lower)
+def symmetrize_upper(K: torch.Tensor, tile: int = 256) -> torch.Tensor:
+    """Fill K's lower triangle from its upper one, in place (whatever the lower one held), a
+    tile at a time: whole-matrix transposed reads miss the cache on every row (7× slower at
+    n = 2048)."""
+    n = K.shape[0]
+    for i in range(0, n, tile):
+        I = slice(i, min(i + tile, n))
+        D = K[I, I]
+        D.copy_(torch.triu(D) + torch.triu(D, 1).T)
+        for j in range(i + tile, n, tile):
+            J = slice(j, min(j + tile, n))
+            K[J, I] = K[I, J].T
+    return K
 
 
 def gram(X: torch.Tensor, block: int) -> torch.Tensor:
@@ -104,21 +114,34 @@ def gram(X: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def pattern(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """B_ik = [w_k·x_i ≥ 0] as 0/1 int8: (n, m)."""
-    return torch.ge(X @ W.T, 0).view(torch.int8)
+    """B_ik = [w_k·x_i ≥ 0] as 0/1 int8: (n, m). Rows a few hundred at a time, so each block
+    of pre-activations is compared while it is still in cache (2.7× faster at n = 2048,
+    m = 4096 than one (n, m) float product, and no (n, m) float temporary)."""
+    n, m = X.shape[0], W.shape[0]
+    rows = max(1, PATTERN_ELEMENTS // max(m, 1))
+    if rows >= n:
+        return torch.ge(X @ W.T, 0).view(torch.int8)
+    B = torch.empty(n, m, dtype=torch.bool, device=X.device)
+    Wt = W.T
+    for i in range(0, n, rows):
+        torch.ge(X[i : i + rows] @ Wt, 0, out=B[i : i + rows])
+    return B.view(torch.int8)
 
 
 def coactivation_counts(X: torch.Tensor, W: torch.Tensor, chunk: int, block: int) -> torch.Tensor:
-    """C = B Bᵀ (n, n) int32, exact co-activation counts; upper row blocks only (the lower
-    ones are left unset), neurons `chunk` at a time. diag(C) = c = B 1."""
+    """C = B Bᵀ (n, n) int32, exact co-activation counts, neurons `chunk` at a time; diag(C) =
+    c = B 1. Up to two row blocks, one product of the whole pattern with itself (one large
+    int8 GEMM is faster than its three upper blocks, and the counts come out symmetric);
+    beyond, the upper row blocks only, the lower ones left unset."""
     n = X.shape[0]
-    pairs = upper_pairs(n, block)
-    C = torch.empty(n, n, dtype=torch.int32, device=X.device)
+    C = None if n <= 2 * block else torch.empty(n, n, dtype=torch.int32, device=X.device)
     for k in range(0, W.shape[0], chunk):
         B = pattern(X, W[k : k + chunk])  # (n, chunk)
-        Bt = B.T.contiguous()
-        for I, J in pairs:
-            CIJ = count_matmul(B[I], Bt[:, J])
+        if C is None or n <= 2 * block:  # the whole product (B.T: a view, no copy of B)
+            C = count_matmul(B, B.T) if C is None else C.add_(count_matmul(B, B.T))
+            continue
+        for I, J in upper_pairs(n, block):
+            CIJ = count_matmul(B[I], B[J].T)
             if k == 0:
                 C[I, J] = CIJ
             else:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -73,6 +74,9 @@ class TrainState:
     K_full: torch.Tensor | None = None  # (n, n, k, k) for k outputs, where the run tracks it
     loss_fn: Loss = mse  # the training loss (losses.LOSSES)
     wall_time_s: float = 0.0  # training time spent before this process (restored on resume)
+    # Seconds of that time spent measuring the NTK (K_t, its spectrum, what reads them), added
+    # by the callbacks that do it through `measuring`: what ntk.budget holds to a fraction.
+    tracking_s: float = 0.0
     _started: float = field(default_factory=time.perf_counter)
 
     @classmethod
@@ -129,6 +133,15 @@ class TrainState:
         """Training wall time so far, across every process that worked on this run."""
         return self.wall_time_s + time.perf_counter() - self._started
 
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        """Counts the wall time of the block as NTK tracking (`tracking_s`)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.tracking_s += time.perf_counter() - t0
+
     def state_dict(self) -> dict[str, object]:
         """The loop's state at the end of epoch `epoch`: with the callbacks' state, all a run
         needs to continue bitwise. Tensors (on the CPU) and plain values only: a OneHiddenLayer's
@@ -148,6 +161,7 @@ class TrainState:
             # Only when this process already uses CUDA: asking would initialise it.
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             "wall_time_s": self.elapsed(),
+            "tracking_s": self.tracking_s,
         }
 
     def _weights(self) -> dict[str, object]:
@@ -173,6 +187,7 @@ class TrainState:
         self.steps, self.grad_evals = int(state["steps"]), int(state["grad_evals"])
         self.lr = self.next_lr = float(state["lr"])
         self.wall_time_s = float(state["wall_time_s"])
+        self.tracking_s = float(state.get("tracking_s", 0.0))
 
 
 def _to_cpu(obj: object) -> object:

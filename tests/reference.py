@@ -1,8 +1,10 @@
 """The slow obvious references every fast route is tested against, in float64: the explicit
 Jacobian contraction, the one-hidden-layer net's Jacobian written out by hand, GD on least
-squares in function space, and the relative error."""
+squares in function space, kernels with a known spectrum, and the relative error."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -65,3 +67,16 @@ def gd_losses(K: torch.Tensor, y: torch.Tensor, lr: float, steps: int) -> list[f
         r = r - 2 * lr / n * (K @ r)
         losses.append(float(r @ r) / n)
     return losses
+
+
+def clustered_kernel(
+    n: int = 200, kappa: float = 1e8, seed: int = 1, size: int = 20, width: float = 0.01
+) -> torch.Tensor:
+    """K = Q diag(λ) Qᵀ (n, n) with λ from 1/κ to 1, log-spaced, plus a tight cluster at the
+    bottom (as in NTK spectra): `size` eigenvalues (at most n/4) within `width` of λ_min."""
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=F64))
+    lam = torch.logspace(-math.log10(kappa), 0, n, dtype=F64)
+    c = min(size, n // 4)
+    lam[:c] = lam[0] * (1 + width * torch.linspace(0, 1, c, dtype=F64))
+    return (Q * lam) @ Q.T

@@ -1,5 +1,6 @@
 """The logger's additions to a run's records: log10 tags beside the tags they come from, the
-hyper-parameters by config key, and a dashboard layout that names only tags a run logs."""
+hyper-parameters by config key, a dashboard layout that names only tags a run logs, and the
+spectrum histogram (written as the event `add_histogram` writes)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 import re
 
 import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ntklab.logger import (
     HPARAM_METRICS,
@@ -51,3 +54,45 @@ def test_the_layout_names_logged_tags_and_one_comparison_per_chart():
                 assert regex.strip("^$") in documented, regex
     assert set(LOG10_TAGS.values()) <= documented
     assert {tag for tag, _, _ in HPARAM_METRICS} <= documented
+
+
+def test_the_fast_histogram_is_add_histograms_event(tmp_path) -> None:
+    # log10 of a spectrum: values on both sides of 0, as ntk/log10_spectrum has them
+    values = torch.cat([torch.linspace(-3, 1.5, 120, dtype=torch.float64), torch.zeros(3)])
+    ours = RunLogger(RunFolder(tmp_path / "ours"))
+    ours.log_histogram("ntk/log10_spectrum", values, 4)
+    ours.close()
+    with_scalars = RunLogger(RunFolder(tmp_path / "with_scalars"))  # one event, as LogWriter
+    with_scalars.log(4, {"loss/train": 0.5}, {"ntk/log10_spectrum": values})
+    with_scalars.close()
+    theirs = RunLogger(RunFolder(tmp_path / "theirs"))
+    theirs.writer.add_histogram("ntk/log10_spectrum", values.numpy(), global_step=4)
+    theirs.close()
+    read = []
+    for name in ("ours", "with_scalars", "theirs"):
+        acc = EventAccumulator(str(tmp_path / name / "tb"))
+        acc.Reload()
+        (event,) = acc.Histograms("ntk/log10_spectrum")
+        read.append((event.step, event.histogram_value))
+    assert read[0] == read[1] == read[2]
+    assert read[0][1].num == 123 and len(read[0][1].bucket) > 10
+
+
+def test_an_epochs_scalars_read_back_as_add_scalar_writes_them(tmp_path) -> None:
+    metrics = {"loss/train": 0.25, "ntk/lambda_min": 1e-3, "pl/ratio": math.inf}
+    ours = RunLogger(RunFolder(tmp_path / "ours"))
+    for step in (0, 3):
+        ours.log(step, metrics)
+    ours.close()
+    theirs = RunLogger(RunFolder(tmp_path / "theirs"))
+    for step in (0, 3):
+        for tag, value in {**metrics, **log10_tags(metrics)}.items():
+            theirs.writer.add_scalar(tag, value, global_step=step)
+    theirs.close()
+    read = []
+    for name in ("ours", "theirs"):
+        acc = EventAccumulator(str(tmp_path / name / "tb"))
+        acc.Reload()
+        tags = sorted(acc.Tags()["scalars"])
+        read.append({t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags})
+    assert read[0] == read[1] and "loss/log10_train" in read[0]

@@ -62,7 +62,7 @@ def test_the_cli_tags_in_tensorboard(tmp_path: Path) -> None:
     assert sorted(tb) == [0, 2, 4, 6]
     assert tb[2] == pytest.approx(records[2]["ntk/lambda_min"], rel=1e-6)
     assert "custom_scalars__config__" in acc.Tags()["tensors"]  # the CLI's dashboard layout
-    assert sorted(e.step for e in acc.Histograms("ntk/spectrum")) == [0, 2, 4, 6]
+    assert sorted(e.step for e in acc.Histograms("ntk/log10_spectrum")) == [0, 2, 4, 6]
 
 
 def test_the_closed_forms_and_infinite_width(tmp_path: Path) -> None:

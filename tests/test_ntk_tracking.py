@@ -36,6 +36,10 @@ def test_matrix_free_tracking_agrees_with_dense(tmp_path: Path) -> None:
         for tag in ("ntk/lambda_min", "ntk/lambda_max", "pl/mu", "ntk/condition_number"):
             assert b[tag] == pytest.approx(a[tag], rel=1e-8)
         assert "ntk/rel_change" not in b and b["ntk/eig_converged"] == 1.0
+        for end in ("min", "max"):  # each bound covers the distance to dense eigvalsh
+            tag = f"ntk/lambda_{end}"
+            assert 0 < b[f"{tag}_err"] <= 1e-10 * b[tag] + b["ntk/roundoff_floor"]
+            assert abs(b[tag] - a[tag]) <= b[f"{tag}_err"] + a["ntk/roundoff_floor"]
 
 
 @pytest.mark.slow
@@ -53,7 +57,10 @@ def test_unconverged_eigenvalues_are_logged_and_warned(tmp_path: Path) -> None:
     assert "did not reach ntk.tol" in proc.stderr
     metrics, _ = records(tmp_path, "cap")
     assert all(r["ntk/eig_converged"] == 0.0 for r in metrics)
-    assert all(r["ntk/eig_iterations"] == 4.0 for r in metrics)
+    # max_iter caps the iterations; the starting block and the two exact products that
+    # certify each answer come on top (davidson's docstring)
+    assert all(0 < r["ntk/eig_iterations"] <= 2 * (2 + 10) for r in metrics)
+    assert all(r["ntk/lambda_min_err"] > 0 and r["ntk/lambda_max_err"] > 0 for r in metrics)
 
 
 def test_a_run_computes_the_initial_kernel_once(tmp_path, monkeypatch):

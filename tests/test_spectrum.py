@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from ntklab.models import OneHiddenLayer
 from ntklab.spectrum import dense_spectrum, lanczos
 from ntklab.structured import StructuredOperator, structured_ntk
+
+from reference import clustered_kernel
 
 F64 = torch.float64
 
@@ -22,15 +22,7 @@ def ntk_case(n: int = 150, d: int = 8, m: int = 300):
     return op, structured_ntk(X, model.W.detach(), model.v, 0.1)
 
 
-def ill_conditioned(n: int = 200, kappa: float = 1e8) -> torch.Tensor:
-    """K = Q diag(λ) Qᵀ with λ from 1/κ to 1, log-spaced, plus a tight cluster at the bottom
-    (as in NTK spectra): up to 20 eigenvalues within 1% of λ_min."""
-    g = torch.Generator().manual_seed(1)
-    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=F64))
-    lam = torch.logspace(-math.log10(kappa), 0, n, dtype=F64)
-    c = min(20, n // 4)
-    lam[:c] = lam[0] * (1 + 0.01 * torch.linspace(0, 1, c, dtype=F64))
-    return (Q * lam) @ Q.T
+ill_conditioned = clustered_kernel
 
 
 @pytest.mark.parametrize("largest", [True, False])

@@ -114,6 +114,11 @@ CASES = [
     ("param_unknown", ["model.parameterization=mup"], "model.parameterization='mup'", 2),
     ("budget_zero", ["ntk.memory_budget_mb=0"], "ntk.memory_budget_mb=0.0: must be", 2),
     ("tol_zero", ["ntk.tol=0"], "ntk.tol=0.0: must lie in (0, 1)", 2),
+    ("ntk_budget_zero", ["ntk.budget=0"], "ntk.budget=0.0: must lie in (0, 1), e.g. 0.2", 2),
+    ("ntk_budget_one", ["ntk.budget=1"], "ntk.budget=1.0: must lie in (0, 1)", 2),
+    ("ntk_budget_negative", ["ntk.budget=-0.2"], "ntk.budget=-0.2: must lie in (0, 1)", 2),
+    ("ntk_budget_nan", ["ntk.budget=nan"], "ntk.budget=nan: must lie in (0, 1)", 2),
+    ("ntk_budget_text", ["ntk.budget=fast"], "full_key: ntk.budget", 1),
     ("max_iter_zero", ["ntk.max_iter=0"], "ntk.max_iter=0: must be a positive integer", 2),
     ("threads_zero", ["threads=0"], "threads=0: must be a positive integer", 2),
     # deep MLPs, the user's own model and data, the loss
