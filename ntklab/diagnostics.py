@@ -215,7 +215,10 @@ class LinearOptimum(Callback):
             state.metrics["loss/optimum"] = self.optimum
             state.metrics["loss/optimum_resolved"] = float(self.resolved)
             excess = state.loss - self.optimum
-            error = excess_error(state.loss, loss_floor(state.model, state.X, state.y), state.X)
+            floor = state.metrics.get("loss/roundoff_floor")  # RateDiagnostics' F_t, when it ran
+            if floor is None:
+                floor = loss_floor(state.model, state.X, state.y)
+            error = excess_error(state.loss, floor, state.X)
             resolved = excess > error
             state.metrics["loss/excess"] = excess if resolved else max(excess, 0.0)
             state.metrics["loss/excess_resolved"] = float(resolved)
