@@ -8,16 +8,31 @@ import math
 import time
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import torch
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
+from tensorboard.summary.writer import record_writer
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import histogram as histogram_summary
 
 from ntklab.launch import command_keys
 from ntklab.rundir import RunFolder
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The masked CRC-32C an event file stores after each record's length and data (TFRecord
+    framing), computed by google-crc32c's C code. TensorBoard's own is a pure-Python byte
+    loop (about 0.1 µs a byte) that its writer thread runs holding the GIL: 0.5–1 ms for each
+    tracked epoch's event, a third of the cost of tracking the default run."""
+    crc = google_crc32c.value(bytes(data))
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+# The writer looks the function up by this name on every record (same bytes on disk).
+record_writer.masked_crc32c = masked_crc32c
 
 # The HParams dashboard's metric columns: each run's last logged value of these tags.
 HPARAM_METRICS: tuple[tuple[str, str, str], ...] = (

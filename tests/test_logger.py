@@ -96,3 +96,26 @@ def test_an_epochs_scalars_read_back_as_add_scalar_writes_them(tmp_path) -> None
         tags = sorted(acc.Tags()["scalars"])
         read.append({t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags})
     assert read[0] == read[1] and "loss/log10_train" in read[0]
+
+
+def test_event_check_sums_are_tensorboards_own(tmp_path) -> None:
+    """The C CRC-32C the event files are written with gives TensorBoard's own masked check
+    sums, byte for byte, and TensorBoard reads a file written with it back."""
+    import os
+
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as slow
+    from tensorboard.summary.writer import record_writer
+
+    from ntklab.logger import masked_crc32c
+
+    for size in (0, 1, 7, 8, 9, 63, 64, 1000, 4099):
+        data = os.urandom(size)
+        assert masked_crc32c(data) == slow(data), size
+    assert record_writer.masked_crc32c is masked_crc32c
+    logger = RunLogger(RunFolder(tmp_path))
+    logger.log(3, {"loss/train": 0.25}, {"ntk/log10_spectrum": torch.linspace(-3.0, 1.0, 50)})
+    logger.close()
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("loss/train")] == [(3, 0.25)]
+    assert acc.Histograms("ntk/log10_spectrum")[0].histogram_value.num == 50
