@@ -14,7 +14,7 @@ from torch import nn
 
 from ntklab.autodiff import linear_part, split_parameters
 from ntklab.diagnostics import infinite_width_kernel, loss_floor
-from ntklab.models import output_magnitude, output_scale
+from ntklab.models import OneHiddenLayer, output_magnitude, output_scale
 from ntklab.ntk import STRUCTURED_MODELS, Method, dense_method, empirical_ntk
 from ntklab.train import Callback, TrainState
 
@@ -234,14 +234,23 @@ GAP_TOLERANCE = 1e-2
 
 
 def linearization_gap(
-    model: nn.Module, X: torch.Tensor, params0: dict[str, torch.Tensor]
+    model: nn.Module,
+    X: torch.Tensor,
+    params0: dict[str, torch.Tensor],
+    linearization: tuple[torch.Tensor, Callable[[], torch.Tensor]] | None = None,
 ) -> tuple[float, float, float]:
     """(‖f(θ_t) − f_lin(θ_t)‖, ‖f(θ_t) − f(θ_0)‖, a bound on the first's rounding error) on X
-    (n, d), norms over every sample and output; f_lin(θ) = f(θ_0) + J_0 (θ − θ_0) by one
-    `torch.func.jvp` (autodiff.linear_part). The rounding bound is 3 eps ‖m‖ (three outputs
-    subtracted), m the larger of the output's term magnitudes at θ_t (models.output_magnitude;
-    |f| where unknown) and |f(θ_0)|."""
-    f0, change = linear_part(model, X, params0)
+    (n, d), norms over every sample and output; f_lin(θ) = f(θ_0) + J_0 (θ − θ_0) in closed
+    form for the one-hidden-layer net (OneHiddenLayer.linearization, or the `linearization`
+    it returned for these X and params0), else by one `torch.func.jvp` (autodiff.linear_part).
+    The rounding bound is 3 eps ‖m‖ (three outputs subtracted), m the larger of the output's
+    term magnitudes at θ_t (models.output_magnitude; |f| where unknown) and |f(θ_0)|."""
+    if linearization is None and isinstance(model, OneHiddenLayer):
+        linearization = model.linearization(X, params0)
+    if linearization is not None:  # closed form
+        f0, change = linearization[0], linearization[1]()
+    else:
+        f0, change = linear_part(model, X, params0)
     with torch.no_grad():
         f = model(X).reshape(f0.shape)
     mag = output_magnitude(model, X)
@@ -260,6 +269,8 @@ class LinearizationGap(Callback):
     def __init__(self, every: int) -> None:
         self.every = int(every)
         self.params0: dict[str, torch.Tensor] | None = None
+        # the net's closed-form linearisation at params0 on the training set (not saved)
+        self.linearization: tuple[torch.Tensor, Callable[[], torch.Tensor]] | None = None
 
     def on_train_start(self, state: TrainState) -> None:
         if self.params0 is None:
@@ -275,7 +286,10 @@ class LinearizationGap(Callback):
     def on_epoch_end(self, state: TrainState) -> None:
         if not self.due(state):
             return
-        gap, moved, err = linearization_gap(state.model, state.X, self.params0)
+        if self.linearization is None and isinstance(state.model, OneHiddenLayer):
+            self.linearization = state.model.linearization(state.X, self.params0)
+        lin = self.linearization
+        gap, moved, err = linearization_gap(state.model, state.X, self.params0, lin)
         resolved = moved > 0 and err <= GAP_TOLERANCE * gap
         if resolved:
             state.metrics["ntk/linearization_gap"] = gap / moved
@@ -285,4 +299,4 @@ class LinearizationGap(Callback):
         return {"params0": self.params0}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        self.params0 = state["params0"]
+        self.params0, self.linearization = state["params0"], None

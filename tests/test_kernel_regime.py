@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ntklab.autodiff import linear_part
 from ntklab.data import make_synthetic
 from ntklab.diagnostics import RateDiagnostics
 from ntklab.kernel_regime import (
@@ -133,8 +134,23 @@ def test_on_the_linear_net_the_prediction_is_the_loss(schedule):
     assert not any("ntk/linearization_gap" in r for r in records)
 
 
-def test_the_gap_is_f_lin_from_the_explicit_jacobian():
-    state, X_test, y_test = _state(lr=1.5, epochs=10, model={"train_output": True})
+OPTIONS = [
+    {},
+    {"train_output": True},
+    {"train_output": True, "parameterization": "standard"},
+    {"alpha": 3.0, "center": True},
+    {"alpha": 0.5, "train_output": True, "center": True},
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+@pytest.mark.parametrize("eps", [0.2, 0.0, 1.0])
+def test_the_gap_is_f_lin_from_the_explicit_jacobian(options, eps):
+    """The closed-form linear part of the one-hidden-layer net and the generic jvp both give
+    f_lin = f(θ_0) + J_0 (θ − θ_0) with J_0 the explicit Jacobian, whatever the options."""
+    alpha = options.get("alpha", 1.0)
+    lr = (0.05 if options.get("parameterization") == "standard" else 1.0) / max(alpha, 1.0) ** 2
+    state, X_test, y_test = _state(lr=lr, epochs=10, eps=eps, model=options)
     model, X = state.model, state.X
     params0 = {k: p.detach().clone() for k, p in model.named_parameters()}
     J0 = explicit_jacobian(model, X)
@@ -145,9 +161,17 @@ def test_the_gap_is_f_lin_from_the_explicit_jacobian():
     with torch.no_grad():
         f = model(X)
     f_lin = f0 + J0 @ delta
+    f0_closed, change_of = model.linearization(X, params0)
+    for g0, change in ((f0_closed, change_of()), linear_part(model, X, params0)):
+        assert torch.allclose(g0.reshape(-1), f0, rtol=1e-13, atol=1e-13)
+        assert torch.allclose(change.reshape(-1), J0 @ delta, rtol=1e-11, atol=1e-13)
     gap, moved, err = linearization_gap(model, X, params0)
-    assert gap == pytest.approx(float((f - f_lin).norm()), rel=1e-9)
     assert moved == pytest.approx(float((f - f0).norm()), rel=1e-12)
+    if eps == 1.0:  # linear net: f is linear in W (and bilinear in W, v)
+        if not options.get("train_output"):
+            assert gap <= 1e3 * err
+        return
+    assert gap == pytest.approx(float((f - f_lin).norm()), rel=1e-9)
     assert 0 < err < 1e-3 * gap
 
 

@@ -54,3 +54,23 @@ def test_linear_forward_is_linear():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         OneHiddenLayer(3, 4, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.37])
+def test_sigma_is_the_lecture_formula_bit_for_bit(dtype, eps):
+    """σ by torch's leaky_relu kernel gives max(z, εz) as torch.where(z ≥ 0, z, εz) does, bit
+    for bit: signed zeros, NaN, infinities and subnormals included; σ' is 1 at z ≥ 0."""
+    from ntklab.models import sigma, sigma_prime
+
+    special = [0.0, -0.0, math.nan, math.inf, -math.inf, 1e-45, -1e-45, 1e-310, -1e-310]
+    Z = torch.cat([torch.randn(2000, dtype=torch.float64), torch.tensor(special)]).to(dtype)
+    expected = torch.where(Z >= 0, Z, eps * Z)
+    got = sigma(Z, eps)
+    assert torch.equal(got.isnan(), expected.isnan())
+    both = ~expected.isnan()
+    assert torch.equal(got[both], expected[both])
+    assert torch.equal(torch.signbit(got[both]), torch.signbit(expected[both]))
+    assert sigma_prime(torch.tensor([0.0, -0.0, 2.0, -2.0], dtype=dtype), eps).tolist() == [
+        1.0, 1.0, 1.0, pytest.approx(eps)
+    ]  # fmt: skip
