@@ -152,16 +152,20 @@ def coactivation_counts(X: torch.Tensor, W: torch.Tensor, chunk: int, block: int
 def _counts_kernel(
     X: torch.Tensor, W: torch.Tensor, s: float, eps: float, chunk: int, block: int
 ) -> torch.Tensor:
-    """K_ij = (x_i·x_j) · s(a C_ij + r_i + r_j), a = (1 − ε)², r = ε(1 − ε)c + mε²/2.
-    The elementwise steps run on the whole matrix in place (few large ops beat many small
-    ones, above all on a busy machine); the unset lower blocks are overwritten by the mirror."""
+    """K_ij = (x_i·x_j) · (s a C_ij + r_i + r_j), a = (1 − ε)², r = s(ε(1 − ε)c + mε²/2).
+    Three passes over the (n, n) matrix, in place: the counts become floats in their own
+    memory (float32), one rank-two update adds s a C + r 1ᵀ + 1 rᵀ (addmm with β = s a),
+    and the product with X Xᵀ; the unset lower blocks are then overwritten by the mirror."""
     m, dt = W.shape[0], X.dtype
     C = coactivation_counts(X, W, chunk, block)
     c = torch.diagonal(C).to(dt)
     r = (s * eps * (1.0 - eps)) * c + s * m * eps * eps / 2
-    K = C.to(dt).mul_(s * (1.0 - eps) ** 2)
+    ones = torch.ones_like(r)
+    # int32 → float32 element by element over the same bytes: no second (n, n) array
+    K = C.view(dt).copy_(C) if dt.itemsize == C.dtype.itemsize else C.to(dt)
     del C
-    K.add_(r[:, None]).add_(r[None, :]).mul_(X @ X.T)
+    K.addmm_(torch.stack([r, ones], dim=1), torch.stack([ones, r]), beta=s * (1.0 - eps) ** 2)
+    K.mul_(X @ X.T)
     return symmetrize_upper(K)  # exactly symmetric even where X Xᵀ's rounding is not
 
 
