@@ -27,21 +27,41 @@ def output_layer_ntk(
         return Phi @ Phi.T
 
 
+# Pairs with |cos θ| above this get ‖u_i ∓ u_j‖ as norms of differences; below it the Gram
+# matrix gives sin θ = √(1 − cos² θ) to a few eps (1 − cos² θ ≥ 31/256).
+NEAR_PARALLEL = 15 / 16
+PAIRS_PER_CHUNK = 2**16  # rows of the (pairs, d) differences at a time
+
+
 def _angles(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gram G = X Xᵀ, norms product N_ij = ‖x_i‖‖x_j‖ and angles θ_ij ∈ [0, π], all (n, n).
 
-    θ = atan2(sin θ, cos θ) from the unit vectors u_i: sin θ = ‖u_i − u_j‖ ‖u_i + u_j‖ / 2 and
-    cos θ = (‖u_i + u_j‖² − ‖u_i − u_j‖²) / 4, the distances taken as norms of differences. This
-    keeps every digit near θ = 0 and π, where arccos(x_i·x_j / N_ij) loses half of them."""
+    θ = atan2(sin θ, cos θ) from the unit vectors u_i. Near θ = 0 and π, where arccos(x_i·x_j /
+    N_ij) loses half the digits, sin θ = ‖u_i − u_j‖ ‖u_i + u_j‖ / 2 and cos θ = (‖u_i + u_j‖² −
+    ‖u_i − u_j‖²) / 4 with the distances taken as norms of differences (the diagonal among
+    them: θ_ii = 0 exactly); elsewhere (|cos θ| ≤ 15/16) cos θ = u_i·u_j from one Gram product
+    and sin θ = √(1 − cos² θ) are as accurate. The (n, n) passes run in place."""
     G = X @ X.T
     norms = X.norm(dim=1)
     N = norms[:, None] * norms[None, :]
     U = X / norms.clamp_min(torch.finfo(X.dtype).tiny)[:, None]
-    exact = "donot_use_mm_for_euclid_dist"  # differences, not ‖a‖² + ‖b‖² − 2ab
-    minus = torch.cdist(U, U, compute_mode=exact)
-    plus = torch.cdist(U, -U, compute_mode=exact)
-    theta = torch.atan2(minus * plus / 2, (plus.square() - minus.square()) / 4)
-    return G, N, torch.where(N > 0, theta, torch.zeros_like(theta))
+    C = U @ U.T  # cos θ
+    theta = torch.square(C).neg_().add_(1).clamp_min_(0).sqrt_()  # sin θ
+    torch.atan2(theta, C, out=theta)
+    del C
+    edge = math.acos(NEAR_PARALLEL)
+    near = (theta < edge).logical_or_(theta > math.pi - edge)
+    rows, cols = torch.nonzero(near, as_tuple=True)
+    del near
+    for k in range(0, rows.numel(), PAIRS_PER_CHUNK):
+        i, j = rows[k : k + PAIRS_PER_CHUNK], cols[k : k + PAIRS_PER_CHUNK]
+        minus = torch.linalg.vector_norm(U[i] - U[j], dim=1)
+        plus = torch.linalg.vector_norm(U[i] + U[j], dim=1)
+        theta[i, j] = torch.atan2(minus * plus / 2, (plus.square() - minus.square()) / 4)
+    zero = torch.nonzero(norms == 0, as_tuple=True)[0]
+    theta[zero] = 0.0
+    theta[:, zero] = 0.0
+    return G, N, theta
 
 
 def infinite_width_ntk(X: torch.Tensor, negative_slope: float) -> torch.Tensor:
@@ -54,7 +74,9 @@ def infinite_width_ntk(X: torch.Tensor, negative_slope: float) -> torch.Tensor:
     X = X.to(torch.float64)
     eps = float(negative_slope)
     G, _, theta = _angles(X)
-    return G * ((math.pi - theta) * (1 + eps**2) / (2 * math.pi) + eps * theta / math.pi)
+    # (π − θ)(1 + ε²)/(2π) + εθ/π = (1 + ε²)/2 + θ (ε/π − (1 + ε²)/(2π)), in place
+    theta.mul_(eps / math.pi - (1 + eps**2) / (2 * math.pi)).add_((1 + eps**2) / 2)
+    return G.mul_(theta)
 
 
 def infinite_width_output_ntk(X: torch.Tensor, negative_slope: float) -> torch.Tensor:

@@ -85,3 +85,33 @@ def test_the_nets_limit_carries_its_options() -> None:
     assert rel_err(K, K_inf) < 1.5e-2  # MC noise ~7e-3; leaving out K∞_out is 0.52 off
     std = OneHiddenLayer(5, 8, train_output=True, parameterization="standard")
     assert model_ntk_inf(std, X) is None
+
+
+def test_angles_are_those_of_differences_for_every_pair() -> None:
+    """θ_ij from one Gram product (and differences only for near-parallel pairs) equals θ from
+    norms of differences for every pair, to 1e-15: random, crowded, repeated (θ = 0 exactly),
+    opposite (θ = π) and zero points."""
+    from ntklab.kernels import _angles
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    cases = [
+        torch.randn(300, 16, generator=g, dtype=torch.float64),
+        torch.randn(300, 3, generator=g, dtype=torch.float64) * 1e-3 + torch.tensor([1.0, 0, 0]),
+        torch.cat([base, base * 2.5, -base, torch.zeros(2, 3, dtype=torch.float64)]),
+    ]
+    for X in cases:
+        U = X / X.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        minus = torch.cdist(U, U, compute_mode="donot_use_mm_for_euclid_dist")
+        plus = torch.cdist(U, -U, compute_mode="donot_use_mm_for_euclid_dist")
+        ref = torch.atan2(minus * plus / 2, (plus.square() - minus.square()) / 4)
+        zero = X.norm(dim=1) == 0
+        ref[zero], ref[:, zero] = 0.0, 0.0
+        G, N, theta = _angles(X)
+        assert float((theta - ref).abs().max()) < 1e-15
+        assert torch.equal(torch.diagonal(theta), torch.zeros(len(X), dtype=torch.float64))
+        assert torch.equal(G, X @ X.T) and torch.allclose(
+            N, torch.outer(X.norm(dim=1), X.norm(dim=1))
+        )
+    # a point and its negative are exactly π apart
+    assert float(theta[0, 80]) == pytest.approx(math.pi, abs=1e-15)
