@@ -89,6 +89,7 @@ def make_callbacks(
     theory_step = full_batch_gd and opt.lr == "auto" and opt.schedule == "constant"
     logistic = cfg.loss == "logistic" and opt.weight_decay > 0
     outputs = [FullKernel(initial), Accuracy()] if problem.output == "full" else []
+    infinite = InfiniteWidth(budget_bytes=ntk.memory_budget_mb * 2**20)
     measuring: list[Callback] = [
         WeightMetrics(pl),
         tracker,
@@ -100,8 +101,8 @@ def make_callbacks(
         *([SGDBound()] if pl and opt.name == "sgd" else []),
         KernelGeometry(),
         PatternChange(),
-        InfiniteWidth(budget_bytes=ntk.memory_budget_mb * 2**20),
-        *_kernel_regime(cfg, problem, pl and opt.name == "gd"),
+        infinite,
+        *_kernel_regime(cfg, problem, pl and opt.name == "gd", infinite),
     ]
     guard = DivergenceGuard(cfg.divergence_factor)
     extra = {"config": run_settings(cfg), "data": problem.data}
@@ -112,15 +113,18 @@ def make_callbacks(
     return [*measuring, guard, *display, writer, checkpointer], guard, checkpointer, writer
 
 
-def _kernel_regime(cfg: Config, problem: Problem, predict: bool) -> list[Callback]:
+def _kernel_regime(
+    cfg: Config, problem: Problem, predict: bool, infinite: InfiniteWidth
+) -> list[Callback]:
     """loss/test with a held-out set; the linearised model's predictions for full-batch GD on
-    the MSE (`predict`: the closed form is GD's on the MSE); the linearisation gap."""
+    the MSE (`predict`: the closed form is GD's on the MSE), with the K∞ that `infinite`
+    computed; the linearisation gap."""
     X_test, y_test = problem.X_test, problem.y_test
     out: list[Callback] = [] if X_test is None else [HeldOutLoss(X_test, y_test, LOSSES[cfg.loss])]
     if predict:
         K0 = problem.initial.K
         budget = cfg.ntk.memory_budget_mb * 2**20
-        out.append(KernelPrediction(K0, X_test, y_test, budget_bytes=budget))
+        out.append(KernelPrediction(K0, X_test, y_test, budget_bytes=budget, infinite=infinite))
     return [*out, LinearizationGap(cfg.ntk.every)]
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ntklab.autodiff import linear_part, split_parameters
-from ntklab.diagnostics import infinite_width_kernel, loss_floor
+from ntklab.diagnostics import InfiniteWidth, infinite_width_kernel, loss_floor
 from ntklab.models import OneHiddenLayer, output_magnitude, output_scale
 from ntklab.ntk import STRUCTURED_MODELS, Method, dense_method, empirical_ntk
 from ntklab.train import Callback, TrainState
@@ -128,8 +128,10 @@ class KernelPrediction(Callback):
     loss's floor at epoch t (diagnostics.loss_floor, on the set it is computed on), and its
     `_resolved` flag says so (0: below it, not logged). `K0` is the dense K_0 of the tracker,
     or None on a matrix-free run, where it is formed once when K_0, its eigenvectors and the
-    cross kernel fit `budget_bytes` (otherwise nothing is predicted). K∞ has the same budget.
-    The MSE with full-batch GD only: the caller does not add it otherwise."""
+    cross kernel fit `budget_bytes` (otherwise nothing is predicted). K∞ has the same budget,
+    and is the one `infinite` (the InfiniteWidth callback, which fires first) computed when
+    there is one. A run of 0 epochs predicts nothing. The MSE with full-batch GD only: the
+    caller does not add it otherwise."""
 
     def __init__(
         self,
@@ -137,8 +139,10 @@ class KernelPrediction(Callback):
         X_test: torch.Tensor | None = None,
         y_test: torch.Tensor | None = None,
         budget_bytes: float = float("inf"),
+        infinite: InfiniteWidth | None = None,
     ) -> None:
         self.K0, self.X_test, self.y_test = K0, X_test, y_test
+        self.infinite = infinite  # fires first; its K∞, where it has one, is reused
         self.budget = budget_bytes
         self.flows: dict[str, KernelFlow] = {}  # "K0", "inf"
         self.P: torch.Tensor | None = None  # (n_test, n) K_0(X_test, X) Q
@@ -154,6 +158,8 @@ class KernelPrediction(Callback):
     def on_train_start(self, state: TrainState) -> None:
         if self.started:  # resumed: the flows come from the checkpoint
             return
+        if state.epochs == 0:  # no step to predict, and eigenvectors cost O(n³); a resumed
+            return  # run with more epochs starts here from the same (initial) weights
         self.started = True
         model, X, n = state.model, state.X, state.n
         r0 = (_outputs(model, X) - state.y).to(F64)
@@ -170,7 +176,10 @@ class KernelPrediction(Callback):
             )
         if K0 is not None:
             self.flows["K0"] = KernelFlow(K0, r0, alpha)
-        K_inf = infinite_width_kernel(model, X) if self._fits(n) else None
+        K_inf = None
+        if self._fits(n):
+            K_inf = None if self.infinite is None else self.infinite.K_inf
+            K_inf = infinite_width_kernel(model, X) if K_inf is None else K_inf
         if K_inf is not None:
             self.flows["inf"] = KernelFlow(K_inf, r0, alpha)
         if "K0" in self.flows and self.X_test is not None:

@@ -218,3 +218,39 @@ def test_the_cross_kernel_is_the_explicit_one():
     state, X_test, _ = _state(lr=1.0)
     K = empirical_ntk(state.model, X_test, state.X)
     assert torch.allclose(K, explicit_ntk(state.model, X_test, state.X), rtol=1e-12)
+
+
+def test_the_prediction_reuses_the_infinite_width_kernel(monkeypatch):
+    """K∞ is formed once per run: the prediction takes the InfiniteWidth callback's."""
+    from ntklab import kernel_regime
+    from ntklab.diagnostics import InfiniteWidth
+
+    state, X_test, y_test = _state(epochs=3, lr=1.0)
+    infinite = InfiniteWidth()
+    prediction = KernelPrediction(empirical_ntk(state.model, state.X), infinite=infinite)
+
+    def refuse(*args):
+        raise AssertionError("K∞ computed a second time")
+
+    monkeypatch.setattr(kernel_regime, "infinite_width_kernel", refuse)
+    seen = []
+
+    class Keep(Callback):
+        def on_epoch_end(self, s):
+            seen.append(s.metrics.get("loss/kernel_inf_prediction"))
+
+    fit(state, [RateDiagnostics(True), infinite, prediction, Keep()])
+    assert infinite.K_inf is not None and len(seen) == 4 and all(x is not None for x in seen)
+
+
+def test_a_run_of_no_epochs_predicts_nothing(monkeypatch):
+    """epochs=0: no step to predict, so no eigendecomposition and no prediction tags."""
+    from ntklab import kernel_regime
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an eigendecomposition for a run with no steps")
+
+    monkeypatch.setattr(kernel_regime, "KernelFlow", refuse)
+    state, X_test, y_test = _state(epochs=0, lr=1.0)
+    records = _run(state, X_test, y_test)
+    assert len(records) == 1 and not any("kernel" in tag for tag in records[0])
