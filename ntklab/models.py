@@ -26,8 +26,8 @@ def sigma(Z: torch.Tensor, negative_slope: float) -> torch.Tensor:
     """σ(z) = max(z, εz) elementwise (σ(z) = z when ε = 1, the linear net), by torch's own
     kernel: the values of torch.where(z ≥ 0, z, εz) bit for bit (±0 and NaN included) at a
     twentieth of its cost on the CPU. Autograd's slope at z = 0 exactly is then ε where
-    `sigma_prime` says 1; the two meet only at a pre-activation that is exactly 0, which for
-    a sample x = 0 changes nothing (its gradient σ'(z) v x is 0 either way)."""
+    `sigma_prime` says 1: they differ only where a pre-activation is exactly 0, and for a
+    sample x = 0 that changes nothing (its gradient σ'(z) v x is 0 either way)."""
     if negative_slope == 1.0:
         return Z
     return torch.nn.functional.leaky_relu(Z, negative_slope)
